@@ -1,0 +1,49 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test unit integration e2e lint typecheck check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/voltpay run
+
+test: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+
+unit: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check voltpay tests bench
+	$(BIN)/ruff format --check voltpay tests bench
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from voltpay.daemon.cli import main
+
+raise SystemExit(main())

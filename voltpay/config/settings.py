@@ -1,0 +1,186 @@
+"""Typed settings: environment variables ``VOLTPAY_*`` (``__`` between nested
+names) over an optional TOML file over the defaults below."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or wrong; the message names it in one line."""
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite://var/voltpay.sqlite3"
+    pool_max_size: int = Field(default=10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgres://", "postgresql://")):
+            raise ValueError("must start with sqlite:// or postgres://")
+        return value
+
+
+class AwsSettings(BaseModel):
+    endpoint_url: str = ""
+    embedded: bool = True
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: SecretStr = SecretStr("")
+    topic_arn: str = ""
+    queue_url: str = ""
+    dead_letter_queue_url: str = ""
+    topic_name: str = "voltpay-events"
+    queue_name: str = "voltpay-notifications"
+    dead_letter_queue_name: str = "voltpay-notifications-dlq"
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+    visibility_timeout_seconds: int = Field(default=30, ge=1, le=43200)
+    wait_time_seconds: int = Field(default=20, ge=0, le=20)
+
+    @property
+    def uses_embedded_endpoint(self) -> bool:
+        return not self.endpoint_url and self.embedded
+
+
+class TwilioSettings(BaseModel):
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    # Only for tests and proxies: where the Twilio REST API lives.
+    base_url: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token.get_secret_value() and self.from_number)
+
+
+class LogSettings(BaseModel):
+    format: Literal["auto", "text", "json"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AuthSettings(BaseModel):
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    max_failed_logins: int = Field(default=5, ge=1)
+    failed_login_window_seconds: int = Field(default=300, ge=1)
+
+
+class LimitsSettings(BaseModel):
+    max_amount: Decimal = Field(default=Decimal("1000000.00"), gt=0)
+    currency: str = Field(default="NGN", pattern=r"^[A-Z]{3}$")
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+
+class AgentSettings(BaseModel):
+    mailbox_size: int = Field(default=1000, ge=1)
+    bills_concurrency: int = Field(default=32, ge=1)
+    wallets_concurrency: int = Field(default=16, ge=1)
+    notifications_in_flight: int = Field(default=100, ge=1)
+
+
+class ProviderSettings(BaseModel):
+    """The simulated electricity provider (the default vending backend)."""
+
+    tariff_per_kwh: Decimal = Field(default=Decimal("68.00"), gt=0)
+    minimum_amount: Decimal = Field(default=Decimal("10.00"), gt=0)
+    maximum_amount: Decimal = Field(default=Decimal("500000.00"), gt=0)
+    vend_timeout_seconds: float = Field(default=10.0, gt=0)
+    # For tests only: all zero by default.
+    failure_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_seconds: float = Field(default=0.0, ge=0)
+    unavailable: bool = False
+
+
+class BillingSettings(BaseModel):
+    bill_ttl_seconds: int = Field(default=30 * 60, ge=1)
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class OutboxSettings(BaseModel):
+    relay_interval_seconds: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=10, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+
+
+class SystemdSettings(BaseModel):
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOLTPAY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    aws: AwsSettings = AwsSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    log: LogSettings = LogSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    agents: AgentSettings = AgentSettings()
+    provider: ProviderSettings = ProviderSettings()
+    billing: BillingSettings = BillingSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    systemd: SystemdSettings = SystemdSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the TOML file, which init_settings carries.
+        return env_settings, init_settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {path}: not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"config file {path}: {exc}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = "__".join(str(part) for part in first["loc"]).upper()
+    return f"VOLTPAY_{location}: {first['msg']}"
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Build the settings once; raise ConfigurationError naming the bad one."""
+    path = config_file or os.environ.get("VOLTPAY_CONFIG") or None
+    file_values = _read_toml(Path(path)) if path else {}
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
