@@ -1,0 +1,145 @@
+"""The outbox relay: publishes committed events to SNS, at least once.
+
+Woken right after a commit that wrote outbox rows, and by a timer as a safety
+net. Rows are published in PublishBatch calls of up to 10; each entry's result
+is checked (a batch can half-fail) and failures are retried with exponential
+backoff and jitter. With SNS down, rows wait; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from voltpay.bridges.sns import OutgoingEvent, PublishOutcome, SnsPublisher
+from voltpay.models import outbox as outbox_store
+from voltpay.models.tables import OutboxEvent
+from voltpay.observability.metrics import Metrics
+
+log = logging.getLogger("voltpay.agents.outbox")
+
+
+def backoff_seconds(attempts: int, maximum: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform between 0 and min(maximum, 0.5 * 2**attempts)."""
+    ceiling = min(maximum, 0.5 * (2 ** min(attempts, 16)))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class OutboxRelay:
+    name = "outbox-relay"
+
+    def __init__(
+        self,
+        publisher: SnsPublisher,
+        *,
+        metrics: Metrics,
+        interval_seconds: float,
+        batch_size: int = 10,
+        max_backoff_seconds: float = 60.0,
+        parallel_batches: int = 4,
+    ) -> None:
+        self._publisher = publisher
+        self._metrics = metrics
+        self._interval = interval_seconds
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff_seconds
+        self._parallel = parallel_batches
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.stats = metrics.agent(self.name, capacity=batch_size * parallel_batches)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name=self.name)
+            self.stats.started()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            self._wakeup.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.stats.stopped()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("outbox relay pass failed")
+                self.stats.crashed(f"{type(exc).__name__}: {exc}")
+                self.stats.started()
+
+    async def flush(self) -> int:
+        """Publish everything due now; return how many rows went out."""
+        published = 0
+        while True:
+            rows = await outbox_store.claim_due(self._batch_size * self._parallel)
+            if not rows:
+                break
+            batches = [
+                rows[i : i + self._batch_size] for i in range(0, len(rows), self._batch_size)
+            ]
+            results = await asyncio.gather(*(self._publish(batch) for batch in batches))
+            sent = sum(results)
+            published += sent
+            if sent == 0:
+                break
+        await self._sample_backlog()
+        return published
+
+    async def _publish(self, rows: Sequence[OutboxEvent]) -> int:
+        self.stats.began()
+        started = time.perf_counter()
+        events = [OutgoingEvent(str(r.event_id), r.event_type, r.body) for r in rows]
+        outcomes = await self._publisher.publish_batch(events)
+        return await self._record(rows, outcomes, started)
+
+    async def _record(
+        self, rows: Sequence[OutboxEvent], outcomes: Sequence[PublishOutcome], started: float
+    ) -> int:
+        by_event = {outcome.event_id: outcome for outcome in outcomes}
+        done = [row.id for row in rows if by_event.get(str(row.event_id), _LOST).ok]
+        await outbox_store.mark_published(done, datetime.now(UTC))
+        failures = [row for row in rows if not by_event.get(str(row.event_id), _LOST).ok]
+        for row in failures:
+            error = by_event.get(str(row.event_id), _LOST).error or "no result"
+            await outbox_store.mark_failed(
+                row.id, error, backoff_seconds(row.attempts + 1, self._max_backoff)
+            )
+        self._metrics.outbox_published.inc(len(done))
+        elapsed = time.perf_counter() - started
+        if failures:
+            self._metrics.outbox_publish_failures.inc(len(failures))
+            first = by_event.get(str(failures[0].event_id), _LOST).error or "no result"
+            log.warning("%d of %d events not published: %s", len(failures), len(rows), first)
+            self.stats.failed(elapsed, first)
+        else:
+            self.stats.succeeded(elapsed)
+        return len(done)
+
+    async def _sample_backlog(self) -> None:
+        waiting, oldest = await outbox_store.backlog()
+        self._metrics.outbox_waiting.set(waiting)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        self._metrics.outbox_oldest_age.set(max(0.0, age))
+
+
+_LOST = PublishOutcome(event_id="", ok=False, message_id=None, error="no result", retryable=True)

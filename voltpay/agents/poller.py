@@ -1,0 +1,235 @@
+"""The SQS poller: long-polls the notifications queue and hands each event
+to the notifications and audit agents, polling only while they have room
+(backpressure). A message is deleted, in batches, only after both agents
+handled it; anything else leaves it to be redelivered, and a message that
+keeps failing (or cannot be parsed) moves to the dead-letter queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from voltpay.agents.audit import AuditAgent
+from voltpay.agents.mailbox import Overloaded, Stopped
+from voltpay.agents.notifications import Disposition, NotificationsAgent
+from voltpay.bridges.sqs import MAX_BATCH, ReceivedMessage, SqsConsumer
+from voltpay.domain.events import MalformedEvent, parse_envelope
+from voltpay.observability.logging import log_context
+from voltpay.observability.metrics import Metrics
+
+log = logging.getLogger("voltpay.agents.poller")
+DEFER_SECONDS = 5
+DLQ_SAMPLE_SECONDS = 15.0
+
+
+class SqsPoller:
+    name = "sqs-poller"
+
+    def __init__(
+        self,
+        consumer: SqsConsumer,
+        notifications: NotificationsAgent,
+        audit: AuditAgent,
+        *,
+        metrics: Metrics,
+        max_in_flight: int,
+        wait_seconds: int,
+        visibility_timeout_seconds: int,
+        delete_linger_seconds: float = 0.05,
+    ) -> None:
+        self._consumer = consumer
+        self._notifications = notifications
+        self._audit = audit
+        self._metrics = metrics
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._wait = wait_seconds
+        self._visibility = visibility_timeout_seconds
+        self._linger = delete_linger_seconds
+        self._in_flight: dict[str, tuple[ReceivedMessage, float]] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._to_delete: list[ReceivedMessage] = []
+        self._delete_soon: asyncio.TimerHandle | None = None
+        self._deleting: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = metrics.agent(self.name, capacity=max_in_flight)
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._poll_forever(), name="sqs-poll"),
+                asyncio.create_task(self._keep_invisible(), name="sqs-visibility"),
+                asyncio.create_task(self._sample_dead_letters(), name="sqs-dlq-sample"),
+            ]
+            self.stats.started()
+
+    async def stop_polling(self) -> None:
+        """Stop taking messages at once (abandoning a long poll); keep handling."""
+        tasks, self._tasks = self._tasks, []
+        keep = [t for t in tasks if t.get_name() == "sqs-visibility"]
+        for task in tasks:
+            if task not in keep:
+                task.cancel()
+        for task in tasks:
+            if task not in keep:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = keep
+
+    async def drain(self) -> None:
+        """Finish the messages in hand and delete those that were handled."""
+        await self.stop_polling()
+        if self._handlers:
+            await asyncio.gather(*list(self._handlers), return_exceptions=True)
+        await self._flush_deletes()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self.stats.stopped()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def _poll_forever(self) -> None:
+        backoff = 0.5
+        while True:
+            await self._slots.acquire()
+            free = 1
+            while free < MAX_BATCH and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            try:
+                messages = await self._consumer.receive(free, self._wait, self._visibility)
+                backoff = 0.5
+            except asyncio.CancelledError:
+                self._release(free)
+                raise
+            except Exception as exc:
+                self._release(free)
+                log.warning("receiving from SQS failed: %s; retrying in %.1f s", exc, backoff)
+                self.stats.crashed(f"receive: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff)
+                self.stats.started()
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._release(free - len(messages))
+            if messages:
+                self._metrics.sqs_received.inc(len(messages))
+            for message in messages:
+                self._in_flight[message.message_id] = (message, time.monotonic())
+                self._idle.clear()
+                self.stats.enqueued()
+                task = asyncio.create_task(self._handle(message))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    async def _handle(self, message: ReceivedMessage) -> None:
+        self.stats.dequeued()
+        self.stats.began()
+        started = time.perf_counter()
+        try:
+            with log_context(event_id=message.message_id):
+                delete = await self._dispatch(message)
+            if delete:
+                self._schedule_delete(message)
+            self.stats.succeeded(time.perf_counter() - started)
+        except Exception as exc:
+            log.exception("handling SQS message %s failed", message.message_id)
+            self.stats.failed(time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight.pop(message.message_id, None)
+            if not self._in_flight:
+                self._idle.set()
+            self._slots.release()
+
+    async def _dispatch(self, message: ReceivedMessage) -> bool:
+        try:
+            event = parse_envelope(message.body)
+        except MalformedEvent as exc:
+            # Never deleted: after maxReceiveCount deliveries SQS moves it to the DLQ.
+            log.warning(
+                "unparseable message %s (delivery %d): %s",
+                message.message_id,
+                message.receive_count,
+                exc,
+            )
+            return False
+        try:
+            disposition, _ = await asyncio.gather(
+                self._notifications.mailbox.ask(event), self._audit.mailbox.ask(event)
+            )
+        except (Overloaded, Stopped):
+            return False
+        if disposition is Disposition.DEFER:
+            await self._consumer.extend_visibility([message], DEFER_SECONDS)
+            return False
+        return disposition in (Disposition.DONE, Disposition.DUPLICATE)
+
+    def _schedule_delete(self, message: ReceivedMessage) -> None:
+        self._to_delete.append(message)
+        if len(self._to_delete) >= MAX_BATCH:
+            self._start_delete()
+        elif self._delete_soon is None:
+            loop = asyncio.get_running_loop()
+            self._delete_soon = loop.call_later(self._linger, self._start_delete)
+
+    def _start_delete(self) -> None:
+        if self._delete_soon is not None:
+            self._delete_soon.cancel()
+            self._delete_soon = None
+        batch, self._to_delete = self._to_delete[:MAX_BATCH], self._to_delete[MAX_BATCH:]
+        if batch:
+            task = asyncio.create_task(self._delete(batch))
+            self._deleting.add(task)
+            task.add_done_callback(self._deleting.discard)
+        if self._to_delete:
+            self._start_delete()
+
+    async def _delete(self, batch: list[ReceivedMessage]) -> None:
+        try:
+            failed = await self._consumer.delete_batch(batch)
+        except Exception as exc:
+            log.warning("deleting %d SQS messages failed: %s", len(batch), exc)
+            return
+        self._metrics.sqs_deleted.inc(len(batch) - len(failed))
+
+    async def _flush_deletes(self) -> None:
+        self._start_delete()
+        if self._deleting:
+            await asyncio.gather(*list(self._deleting), return_exceptions=True)
+
+    async def _keep_invisible(self) -> None:
+        """Extend the visibility of messages still being handled, in batches."""
+        period = max(1.0, self._visibility / 3)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            overdue = [m for m, since in self._in_flight.values() if now - since >= period]
+            if not overdue:
+                continue
+            try:
+                failed = await self._consumer.extend_visibility(overdue, self._visibility)
+                self._metrics.sqs_visibility_extensions.inc(len(overdue) - len(failed))
+            except Exception as exc:
+                log.warning("extending visibility failed: %s", exc)
+
+    async def _sample_dead_letters(self) -> None:
+        while True:
+            try:
+                depth = await self._consumer.dead_letter_depth()
+                if depth is not None:
+                    self._metrics.sqs_dead_letter_messages.set(depth)
+            except Exception as exc:
+                log.debug("sampling the DLQ failed: %s", exc)
+            await asyncio.sleep(DLQ_SAMPLE_SECONDS)

@@ -1,0 +1,78 @@
+"""The wallets agent: every credit to a wallet goes through here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from voltpay.agents.mailbox import DomainError, Mailbox
+from voltpay.domain.money import format_minor
+from voltpay.models import wallets
+from voltpay.models.outbox import record_event
+from voltpay.observability.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class AddFunds:
+    user_id: uuid.UUID
+    wallet_id: uuid.UUID
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class FundsAdded:
+    wallet_id: uuid.UUID
+    balance_minor: int
+    transaction_id: uuid.UUID
+
+
+class WalletNotFoundError(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class WalletsAgent:
+    name = "wallets"
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        metrics: Metrics,
+        capacity: int,
+        concurrency: int,
+        on_events: Callable[[], None],
+    ) -> None:
+        self._on_events = on_events
+        self.mailbox: Mailbox[AddFunds, FundsAdded] = Mailbox(
+            app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
+        )
+
+    async def handle(self, command: AddFunds) -> FundsAdded:
+        now = datetime.now(UTC)
+        try:
+            async with in_transaction() as conn:
+                movement = await wallets.credit(
+                    conn, command.wallet_id, command.amount_minor, now, owner_id=command.user_id
+                )
+                await record_event(
+                    conn,
+                    "wallet_funded",
+                    {
+                        "userId": str(command.user_id),
+                        "walletId": str(command.wallet_id),
+                        "transactionId": str(movement.transaction_id),
+                        "amount": format_minor(command.amount_minor),
+                        "balance": format_minor(movement.balance_after_minor),
+                    },
+                    now,
+                )
+        except wallets.WalletNotFound:
+            raise WalletNotFoundError("no such wallet") from None
+        self._on_events()
+        return FundsAdded(command.wallet_id, movement.balance_after_minor, movement.transaction_id)

@@ -1,0 +1,183 @@
+"""The daemon's long-lived SNS and SQS clients, opened once and closed once."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aioboto3
+import aiohttp
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from voltpay.config.settings import AwsSettings
+
+# moto and LocalStack accept any key pair; botocore still refuses to sign
+# without one.
+DUMMY_CREDENTIAL = "testing"
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Must exceed the 20 s SQS long poll, or every idle poll would end in a timeout.
+READ_TIMEOUT_SECONDS = 30.0
+MAX_ATTEMPTS = 3
+
+# What a call can fail with short of a bug: the endpoint refused, timed out or
+# answered with an error for the whole request.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    BotoCoreError,
+    ClientError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming what went wrong, for logs and outcomes."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def client_config(*, max_attempts: int = MAX_ATTEMPTS, local: bool = False) -> AioConfig:
+    # "standard" retries back off with jitter and also retry throttling and
+    # transient connection errors, which "legacy" handles only in part.
+    options: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "read_timeout": READ_TIMEOUT_SECONDS,
+        # total_max_attempts counts the first try; botocore's "max_attempts"
+        # would count only the retries.
+        "retries": {"mode": "standard", "total_max_attempts": max_attempts},
+        "tcp_keepalive": True,
+    }
+    if local:
+        # An HTTP(S)_PROXY from the environment cannot reach our loopback port.
+        options["proxies"] = {}
+    return AioConfig(**options)
+
+
+def is_local_endpoint(endpoint_url: str | None) -> bool:
+    """True for an endpoint on this machine (the embedded one, a local LocalStack)."""
+    if not endpoint_url:
+        return False
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AwsClients:
+    """One aioboto3 session with an SNS and an SQS client that live as long as it.
+
+    Clients are expensive to build (botocore loads service models) and each
+    owns a connection pool, so the daemon opens them once at start-up and
+    closes them at shutdown; nothing creates a client per call.
+    """
+
+    def __init__(self, *, stack: AsyncExitStack, sns: Any, sqs: Any, endpoint_url: str | None):
+        self._stack = stack
+        self._sns = sns
+        self._sqs = sqs
+        self._endpoint_url = endpoint_url
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        local_endpoint: bool | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> AwsClients:
+        """Open both clients.
+
+        Without keys, a local endpoint (``local_endpoint``, by default inferred
+        from a loopback host) gets dummy keys; any other endpoint uses botocore's
+        usual credential chain (environment, profile, instance role).
+        """
+        endpoint = endpoint_url or None
+        if local_endpoint is None:
+            local_endpoint = is_local_endpoint(endpoint)
+        key_id = access_key_id or None
+        secret = secret_access_key or None
+        if local_endpoint and not (key_id and secret):
+            key_id = secret = DUMMY_CREDENTIAL
+        session = aioboto3.Session(
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            region_name=region,
+        )
+        config = client_config(max_attempts=max_attempts, local=local_endpoint)
+        stack = AsyncExitStack()
+        try:
+            sns = await stack.enter_async_context(
+                session.client("sns", endpoint_url=endpoint, config=config)
+            )
+            sqs = await stack.enter_async_context(
+                session.client("sqs", endpoint_url=endpoint, config=config)
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        return cls(stack=stack, sns=sns, sqs=sqs, endpoint_url=endpoint)
+
+    @classmethod
+    async def from_settings(
+        cls, settings: AwsSettings, *, embedded_endpoint_url: str | None = None
+    ) -> AwsClients:
+        """Open the clients the settings describe; pass the embedded endpoint's URL
+        when ``settings.uses_embedded_endpoint``."""
+        if settings.uses_embedded_endpoint:
+            if not embedded_endpoint_url:
+                raise ValueError("settings use the embedded endpoint but none was started")
+            endpoint: str | None = embedded_endpoint_url
+            local: bool | None = True
+        else:
+            endpoint = settings.endpoint_url or None
+            local = None
+        return await cls.open(
+            endpoint_url=endpoint,
+            region=settings.region,
+            access_key_id=settings.access_key_id or None,
+            secret_access_key=settings.secret_access_key.get_secret_value() or None,
+            local_endpoint=local,
+        )
+
+    @property
+    def sns(self) -> Any:
+        return self._sns
+
+    @property
+    def sqs(self) -> Any:
+        return self._sqs
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self._endpoint_url
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> AwsClients:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,444 @@
+"""The electricity provider port and the simulated provider behind it.
+
+Meter numbers the simulated provider accepts:
+
+* 11 digits, e.g. ``45012345678``;
+* the legacy form, one letter and six digits, e.g. ``A123456`` (a lower-case
+  letter is accepted and answered in upper case).
+
+Anything else, including spaces or dashes, is an invalid meter number
+(``InvalidMeterNumber``).
+
+Meters that do not exist (``MeterNotFound``): 11-digit numbers starting with
+``000`` (e.g. ``00000000000``) and letter-form numbers starting with ``Z``
+(e.g. ``Z999999``). Every other valid number is a prepaid meter whose customer
+name and address are derived from the number, so they are the same on every
+run.
+
+Tokens are SIMULATED STS tokens (see ``voltpay.domain.sts``): they decode with
+the provider's token key but are not valid on a real meter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from voltpay.config.settings import ConfigurationError, ProviderSettings
+from voltpay.domain import sts
+
+DEFAULT_TOKEN_KEY = b"voltpay-simulated-sts-token-key"
+DEFAULT_REMEMBERED_REQUESTS = 100_000
+REQUEST_ID_REUSED = "request id reused"
+
+_ELEVEN_DIGITS = re.compile(r"[0-9]{11}")
+_LETTER_AND_SIX_DIGITS = re.compile(r"[A-Za-z][0-9]{6}")
+_RECEIPT_NUMBERS = 10**12
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    meter_number: str
+    meter_type: str
+    customer_name: str
+    address: str
+    minimum_amount_minor: int
+    maximum_amount_minor: int
+
+
+@dataclass(frozen=True)
+class VendResult:
+    request_id: str
+    token: str
+    """20 digits, unformatted; ``sts.format_token`` groups them for people."""
+    units: Decimal
+    """kWh bought, two places, rounded down."""
+    tariff_minor_per_kwh: int
+    receipt_number: str
+
+
+class VendStatus(enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    PENDING = "pending"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class RequeryResult:
+    status: VendStatus
+    result: VendResult | None
+    """Set when ``status`` is SUCCESS."""
+    reason: str | None
+    """Set when ``status`` is FAILED."""
+
+
+class ProviderError(Exception):
+    """Base of every error the provider port raises."""
+
+
+class InvalidMeterNumber(ProviderError):
+    def __init__(self, meter_number: str) -> None:
+        super().__init__(
+            f"{meter_number!r} is not a meter number (11 digits, or a letter and 6 digits)"
+        )
+        self.meter_number = meter_number
+
+
+class MeterNotFound(ProviderError):
+    def __init__(self, meter_number: str) -> None:
+        super().__init__(f"meter {meter_number} is not known to the provider")
+        self.meter_number = meter_number
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached: nothing happened there."""
+
+
+class VendFailed(ProviderError):
+    """The provider confirmed that nothing was vended: safe to refund."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class VendOutcomeUnknown(ProviderError):
+    """No usable answer (timeout, garbled reply): the vend may have happened.
+    Never refund on this; ask ``requery`` with the same request id."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"the outcome of vend {request_id} is unknown")
+        self.request_id = request_id
+
+
+class ElectricityProvider(Protocol):
+    """What the bills agent needs from an electricity vending provider.
+
+    Every method may raise ProviderUnavailable. ``request_id`` is the caller's
+    idempotency key: vending again with the same id, meter and amount never
+    vends twice and answers the first outcome.
+    """
+
+    async def verify(self, meter_number: str) -> MeterInfo:
+        """Raises InvalidMeterNumber or MeterNotFound."""
+        ...
+
+    async def vend(self, request_id: str, meter_number: str, amount_minor: int) -> VendResult:
+        """Raises InvalidMeterNumber, MeterNotFound, VendFailed (nothing vended)
+        or VendOutcomeUnknown (resolve it with ``requery``)."""
+        ...
+
+    async def requery(self, request_id: str) -> RequeryResult:
+        """NOT_FOUND means the vend never reached the provider."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def normalize_meter_number(meter_number: str) -> str:
+    """The meter number in its canonical form, or InvalidMeterNumber."""
+    if _ELEVEN_DIGITS.fullmatch(meter_number):
+        return meter_number
+    if _LETTER_AND_SIX_DIGITS.fullmatch(meter_number):
+        return meter_number.upper()
+    raise InvalidMeterNumber(meter_number)
+
+
+_FIRST_NAMES = (
+    "Adebayo",
+    "Chiamaka",
+    "Emeka",
+    "Ngozi",
+    "Oluwaseun",
+    "Aisha",
+    "Ibrahim",
+    "Funmilayo",
+    "Chinedu",
+    "Yetunde",
+    "Babatunde",
+    "Amina",
+    "Obinna",
+    "Zainab",
+    "Kelechi",
+    "Folake",
+)
+_SURNAMES = (
+    "Okafor",
+    "Adeyemi",
+    "Balogun",
+    "Eze",
+    "Nwosu",
+    "Ogunleye",
+    "Abubakar",
+    "Okonkwo",
+    "Adeleke",
+    "Bello",
+    "Obi",
+    "Olawale",
+    "Umar",
+    "Chukwu",
+    "Afolabi",
+    "Danjuma",
+)
+_STREETS = (
+    "Adeola Odeku Street",
+    "Awolowo Road",
+    "Allen Avenue",
+    "Herbert Macaulay Way",
+    "Ahmadu Bello Way",
+    "Bode Thomas Street",
+    "Aba Road",
+    "Ogui Road",
+    "Isaac John Street",
+    "Adetokunbo Ademola Crescent",
+    "Broad Street",
+    "Ring Road",
+)
+_AREAS = (
+    "Ikeja, Lagos",
+    "Victoria Island, Lagos",
+    "Surulere, Lagos",
+    "Wuse II, Abuja",
+    "Garki, Abuja",
+    "Port Harcourt, Rivers",
+    "Bodija, Ibadan",
+    "Independence Layout, Enugu",
+    "Nassarawa, Kano",
+    "GRA, Benin City",
+    "Abeokuta, Ogun",
+    "Barnawa, Kaduna",
+)
+
+
+@dataclass
+class _VendRecord:
+    meter_number: str
+    amount_minor: int
+    status: VendStatus
+    result: VendResult | None = None
+    reason: str | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format_minor(amount_minor: int) -> str:
+    sign = "-" if amount_minor < 0 else ""
+    whole, cents = divmod(abs(amount_minor), 100)
+    return f"{sign}{whole}.{cents:02d}"
+
+
+class SimulatedProvider:
+    """An in-memory provider for development and tests.
+
+    ``failure_rate`` and ``timeout_rate`` make fresh vends fail (confirmed,
+    nothing vended) or lose their answer (the vend DID happen; ``requery``
+    tells), and ``unavailable`` makes every call raise ProviderUnavailable.
+    The three are public attributes: tests may flip them between calls. The
+    outcome of each request id is remembered for the last
+    ``max_remembered_requests`` ids; the simulation never answers PENDING.
+    """
+
+    def __init__(
+        self,
+        *,
+        tariff_minor_per_kwh: int,
+        minimum_amount_minor: int,
+        maximum_amount_minor: int,
+        failure_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        latency_seconds: float = 0.0,
+        unavailable: bool = False,
+        token_key: bytes = DEFAULT_TOKEN_KEY,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] | None = None,
+        max_remembered_requests: int = DEFAULT_REMEMBERED_REQUESTS,
+    ) -> None:
+        if tariff_minor_per_kwh <= 0:
+            raise ValueError("the tariff must be positive")
+        if not 0 < minimum_amount_minor <= maximum_amount_minor:
+            raise ValueError("amount limits must satisfy 0 < minimum <= maximum")
+        if maximum_amount_minor * 10 // tariff_minor_per_kwh > sts.MAX_TRANSFER_AMOUNT:
+            raise ValueError("the maximum amount buys more energy than one token can carry")
+        for name, rate in (("failure_rate", failure_rate), ("timeout_rate", timeout_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if latency_seconds < 0:
+            raise ValueError("latency_seconds cannot be negative")
+        if not token_key:
+            raise ValueError("token_key must not be empty")
+        if max_remembered_requests < 1:
+            raise ValueError("max_remembered_requests must be at least 1")
+        self.unavailable = unavailable
+        self.failure_rate = failure_rate
+        self.timeout_rate = timeout_rate
+        self._tariff_minor_per_kwh = tariff_minor_per_kwh
+        self._minimum_amount_minor = minimum_amount_minor
+        self._maximum_amount_minor = maximum_amount_minor
+        self._latency_seconds = latency_seconds
+        self._token_key = token_key
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock if clock is not None else _utc_now
+        self._max_remembered_requests = max_remembered_requests
+        self._records: OrderedDict[str, _VendRecord] = OrderedDict()
+        self._next_receipt = self._rng.randrange(_RECEIPT_NUMBERS)
+
+    async def verify(self, meter_number: str) -> MeterInfo:
+        self._require_reachable()
+        return self._meter_info(self._known_meter(meter_number))
+
+    async def vend(self, request_id: str, meter_number: str, amount_minor: int) -> VendResult:
+        self._require_reachable()
+        meter = self._known_meter(meter_number)
+        # The provider acts before its answer travels back: a caller that gives
+        # up during the latency leaves a vend that happened, as in real life.
+        record, answer_lost = self._settle(request_id, meter, amount_minor)
+        if self._latency_seconds:
+            await asyncio.sleep(self._latency_seconds)
+        if answer_lost:
+            raise VendOutcomeUnknown(request_id)
+        if record.result is None:
+            raise VendFailed(record.reason or "vend failed")
+        return record.result
+
+    async def requery(self, request_id: str) -> RequeryResult:
+        self._require_reachable()
+        record = self._records.get(request_id)
+        if record is None:
+            return RequeryResult(status=VendStatus.NOT_FOUND, result=None, reason=None)
+        return RequeryResult(status=record.status, result=record.result, reason=record.reason)
+
+    async def close(self) -> None:
+        """Nothing to release: the simulation holds no connections."""
+
+    def _require_reachable(self) -> None:
+        if self.unavailable:
+            raise ProviderUnavailable("the electricity provider is unavailable")
+
+    def _known_meter(self, meter_number: str) -> str:
+        meter = normalize_meter_number(meter_number)
+        if meter.startswith(("000", "Z")):
+            raise MeterNotFound(meter)
+        return meter
+
+    def _meter_info(self, meter: str) -> MeterInfo:
+        digest = hashlib.sha256(meter.encode("ascii")).digest()
+        house_number = 1 + int.from_bytes(digest[2:4], "big") % 120
+        return MeterInfo(
+            meter_number=meter,
+            meter_type="prepaid",
+            customer_name=(
+                f"{_FIRST_NAMES[digest[0] % len(_FIRST_NAMES)]} "
+                f"{_SURNAMES[digest[1] % len(_SURNAMES)]}"
+            ),
+            address=(
+                f"{house_number} {_STREETS[digest[4] % len(_STREETS)]}, "
+                f"{_AREAS[digest[5] % len(_AREAS)]}"
+            ),
+            minimum_amount_minor=self._minimum_amount_minor,
+            maximum_amount_minor=self._maximum_amount_minor,
+        )
+
+    def _settle(self, request_id: str, meter: str, amount_minor: int) -> tuple[_VendRecord, bool]:
+        """The record for this request id, and whether this answer is lost."""
+        known = self._records.get(request_id)
+        if known is not None:
+            if (known.meter_number, known.amount_minor) != (meter, amount_minor):
+                raise VendFailed(REQUEST_ID_REUSED)
+            return known, False
+        record = self._attempt(request_id, meter, amount_minor)
+        self._records[request_id] = record
+        if len(self._records) > self._max_remembered_requests:
+            self._records.popitem(last=False)
+        answer_lost = record.status is VendStatus.SUCCESS and self._happens(self.timeout_rate)
+        return record, answer_lost
+
+    def _attempt(self, request_id: str, meter: str, amount_minor: int) -> _VendRecord:
+        def failed(reason: str) -> _VendRecord:
+            return _VendRecord(meter, amount_minor, VendStatus.FAILED, reason=reason)
+
+        if amount_minor < self._minimum_amount_minor:
+            return failed(
+                f"amount {_format_minor(amount_minor)} is below the minimum "
+                f"{_format_minor(self._minimum_amount_minor)}"
+            )
+        if amount_minor > self._maximum_amount_minor:
+            return failed(
+                f"amount {_format_minor(amount_minor)} is above the maximum "
+                f"{_format_minor(self._maximum_amount_minor)}"
+            )
+        units_tenths_kwh = amount_minor * 10 // self._tariff_minor_per_kwh
+        if units_tenths_kwh == 0:
+            return failed(f"amount {_format_minor(amount_minor)} buys less than 0.1 kWh")
+        if self._happens(self.failure_rate):
+            return failed("the provider declined the vend (simulated failure)")
+        try:
+            token = sts.generate_token(
+                units_tenths_kwh,
+                self._clock(),
+                self._rng.randrange(16),
+                self._token_key,
+            )
+        except ValueError as exc:
+            return failed(f"no token could be generated: {exc}")
+        result = VendResult(
+            request_id=request_id,
+            token=token,
+            units=sts.units_for_amount(amount_minor, self._tariff_minor_per_kwh),
+            tariff_minor_per_kwh=self._tariff_minor_per_kwh,
+            receipt_number=self._new_receipt_number(),
+        )
+        return _VendRecord(meter, amount_minor, VendStatus.SUCCESS, result=result)
+
+    def _happens(self, probability: float) -> bool:
+        return probability > 0 and self._rng.random() < probability
+
+    def _new_receipt_number(self) -> str:
+        # A counter from a random start: unique for this process's lifetime.
+        number = self._next_receipt
+        self._next_receipt = (number + 1) % _RECEIPT_NUMBERS
+        return f"SIM-{number:012d}"
+
+
+def _minor_units(value: Decimal, setting: str) -> int:
+    minor = value * 100
+    integral = minor.to_integral_value()
+    if minor != integral:
+        raise ConfigurationError(f"VOLTPAY_PROVIDER__{setting.upper()}: at most 2 decimal places")
+    return int(integral)
+
+
+def build_provider(settings: ProviderSettings) -> ElectricityProvider:
+    """The configured provider (today always the simulated one).
+
+    ``settings.vend_timeout_seconds`` is the caller's to enforce.
+    """
+    minimum = _minor_units(settings.minimum_amount, "minimum_amount")
+    maximum = _minor_units(settings.maximum_amount, "maximum_amount")
+    if minimum > maximum:
+        raise ConfigurationError(
+            "VOLTPAY_PROVIDER__MINIMUM_AMOUNT: must not exceed VOLTPAY_PROVIDER__MAXIMUM_AMOUNT"
+        )
+    try:
+        return SimulatedProvider(
+            tariff_minor_per_kwh=_minor_units(settings.tariff_per_kwh, "tariff_per_kwh"),
+            minimum_amount_minor=minimum,
+            maximum_amount_minor=maximum,
+            failure_rate=settings.failure_rate,
+            timeout_rate=settings.timeout_rate,
+            latency_seconds=settings.latency_seconds,
+            unavailable=settings.unavailable,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"VOLTPAY_PROVIDER: {exc}") from None

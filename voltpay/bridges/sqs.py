@@ -1,0 +1,165 @@
+"""Consuming the notifications queue: long polls, batched deletes and extensions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from voltpay.bridges.aws import TRANSPORT_ERRORS, describe_error
+
+_log = logging.getLogger(__name__)
+
+MAX_BATCH = 10
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int  # ApproximateReceiveCount: 1 on first delivery
+    # String message attributes (with raw delivery, the SNS ones, e.g. eventType).
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+def _message_from(raw: Mapping[str, Any]) -> ReceivedMessage:
+    system_attributes = raw.get("Attributes") or {}
+    attributes = {
+        name: str(value["StringValue"])
+        for name, value in (raw.get("MessageAttributes") or {}).items()
+        if "StringValue" in value
+    }
+    return ReceivedMessage(
+        message_id=str(raw["MessageId"]),
+        receipt_handle=str(raw["ReceiptHandle"]),
+        body=str(raw.get("Body", "")),
+        receive_count=int(system_attributes.get("ApproximateReceiveCount", "1")),
+        attributes=attributes,
+    )
+
+
+def _chunks(messages: Sequence[ReceivedMessage]) -> list[Sequence[ReceivedMessage]]:
+    return [messages[start : start + MAX_BATCH] for start in range(0, len(messages), MAX_BATCH)]
+
+
+class SqsConsumer:
+    def __init__(
+        self, sqs_client: Any, queue_url: str, *, dead_letter_queue_url: str | None = None
+    ) -> None:
+        self._sqs = sqs_client
+        self._queue_url = queue_url
+        self._dead_letter_queue_url = dead_letter_queue_url or None
+
+    @property
+    def queue_url(self) -> str:
+        return self._queue_url
+
+    async def receive(
+        self,
+        max_messages: int = 10,
+        wait_seconds: int = 20,
+        visibility_timeout: int | None = None,
+    ) -> list[ReceivedMessage]:
+        """Long-poll for up to max_messages; an empty list when none came in time.
+
+        Errors propagate: the poller decides how long to back off. Cancelling the
+        awaiting task abandons the poll at once (the connection is dropped).
+        """
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise ValueError(f"max_messages must be 1..{MAX_BATCH}, got {max_messages}")
+        request: dict[str, Any] = {
+            "QueueUrl": self._queue_url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": wait_seconds,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            "MessageAttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            request["VisibilityTimeout"] = visibility_timeout
+        response = await self._sqs.receive_message(**request)
+        return [_message_from(raw) for raw in response.get("Messages") or []]
+
+    async def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[str]:
+        """Delete handled messages; return the message ids that were not deleted.
+
+        A message not deleted comes back after its visibility timeout, which
+        the inbox de-duplicates, so failures are reported rather than raised.
+        """
+
+        async def call(chunk: list[dict[str, Any]]) -> Any:
+            return await self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=chunk)
+
+        return await self._batched("DeleteMessageBatch", messages, {}, call)
+
+    async def extend_visibility(
+        self, messages: Sequence[ReceivedMessage], timeout_seconds: int
+    ) -> list[str]:
+        """Keep messages hidden for timeout_seconds more; return the ids that failed."""
+
+        async def call(chunk: list[dict[str, Any]]) -> Any:
+            return await self._sqs.change_message_visibility_batch(
+                QueueUrl=self._queue_url, Entries=chunk
+            )
+
+        return await self._batched(
+            "ChangeMessageVisibilityBatch",
+            messages,
+            {"VisibilityTimeout": timeout_seconds},
+            call,
+        )
+
+    async def dead_letter_depth(self) -> int | None:
+        """Messages waiting in the dead-letter queue; None when there is none.
+
+        Raises when the queue cannot be read.
+        """
+        if self._dead_letter_queue_url is None:
+            return None
+        response = await self._sqs.get_queue_attributes(
+            QueueUrl=self._dead_letter_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )
+        return int(response["Attributes"]["ApproximateNumberOfMessages"])
+
+    async def check(self) -> None:
+        """Raise unless the queue answers (for readiness)."""
+        await self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])
+
+    async def _batched(
+        self,
+        operation: str,
+        messages: Sequence[ReceivedMessage],
+        extra: Mapping[str, Any],
+        call: Callable[[list[dict[str, Any]]], Awaitable[Any]],
+    ) -> list[str]:
+        failed_ids: list[str] = []
+        for chunk in _chunks(messages):
+            # Entry ids only need to be distinct within one request.
+            entries = [
+                {"Id": str(index), "ReceiptHandle": message.receipt_handle, **extra}
+                for index, message in enumerate(chunk)
+            ]
+            try:
+                response = await call(entries)
+            except TRANSPORT_ERRORS as exc:
+                _log.warning(
+                    "SQS %s of %d messages failed: %s", operation, len(chunk), describe_error(exc)
+                )
+                failed_ids.extend(message.message_id for message in chunk)
+                continue
+            succeeded = {item["Id"] for item in response.get("Successful") or []}
+            for failure in response.get("Failed") or []:
+                _log.warning(
+                    "SQS %s entry failed: %s %s",
+                    operation,
+                    failure.get("Code"),
+                    failure.get("Message"),
+                )
+            failed_ids.extend(
+                message.message_id
+                for index, message in enumerate(chunk)
+                if str(index) not in succeeded
+            )
+        return failed_ids

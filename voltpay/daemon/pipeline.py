@@ -1,0 +1,144 @@
+"""The event pipeline's parts, wired: the embedded SNS/SQS endpoint (when no
+endpoint is configured), the AWS clients and resources, the SMS sender, and
+the agents that relay the outbox, poll SQS, notify and audit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from voltpay.agents.audit import AuditAgent
+from voltpay.agents.notifications import NotificationsAgent
+from voltpay.agents.outbox import OutboxRelay
+from voltpay.agents.poller import SqsPoller
+from voltpay.bridges.aws import AwsClients
+from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.provisioning import Provisioned, provision
+from voltpay.bridges.sms import SmsSender, build_sms_sender
+from voltpay.bridges.sns import SnsPublisher
+from voltpay.bridges.sqs import SqsConsumer
+from voltpay.config import Settings
+from voltpay.http.context import Readiness
+from voltpay.observability.metrics import Metrics
+
+log = logging.getLogger("voltpay.daemon.pipeline")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        readiness: Readiness,
+        *,
+        sms_sender: SmsSender | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._readiness = readiness
+        self._sms_sender = sms_sender
+        self._embedded: EmbeddedAwsEndpoint | None = None
+        self._clients: AwsClients | None = None
+        self.resources: Provisioned | None = None
+        self.relay: OutboxRelay | None = None
+        self.poller: SqsPoller | None = None
+        self.notifications: NotificationsAgent | None = None
+        self.audit: AuditAgent | None = None
+        self.endpoint_url: str | None = None
+
+    async def open(self) -> None:
+        aws = self._settings.aws
+        if aws.uses_embedded_endpoint:
+            self._embedded = EmbeddedAwsEndpoint()
+            self.endpoint_url = await self._embedded.astart()
+            log.info("embedded SNS/SQS endpoint at %s", self.endpoint_url)
+        else:
+            self.endpoint_url = aws.endpoint_url or None
+        self._clients = await AwsClients.from_settings(aws, embedded_endpoint_url=self.endpoint_url)
+        self.resources = await provision(self._clients, aws)
+        if self._sms_sender is None:
+            self._sms_sender = build_sms_sender(self._settings.twilio)
+        publisher = SnsPublisher(self._clients.sns, self.resources.topic_arn)
+        self._publisher = publisher
+        self._consumer = SqsConsumer(
+            self._clients.sqs,
+            self.resources.queue_url,
+            dead_letter_queue_url=self.resources.dead_letter_queue_url,
+        )
+        self._readiness.checks["sns"] = publisher.check
+        self._readiness.checks["sqs"] = self._consumer.check
+        self.relay = OutboxRelay(
+            publisher,
+            metrics=self._metrics,
+            interval_seconds=self._settings.outbox.relay_interval_seconds,
+            batch_size=self._settings.outbox.batch_size,
+            max_backoff_seconds=self._settings.outbox.max_backoff_seconds,
+        )
+
+    def build_agents(self, app: Any) -> None:
+        settings = self._settings
+        assert self._sms_sender is not None
+        in_flight = settings.agents.notifications_in_flight
+        self.notifications = NotificationsAgent(
+            app,
+            sender=self._sms_sender,
+            metrics=self._metrics,
+            capacity=in_flight,
+            concurrency=min(in_flight, 32),
+            currency=settings.limits.currency,
+            lease_seconds=float(settings.aws.visibility_timeout_seconds),
+        )
+        self.audit = AuditAgent(
+            app, metrics=self._metrics, capacity=in_flight, concurrency=min(in_flight, 8)
+        )
+        self.poller = SqsPoller(
+            self._consumer,
+            self.notifications,
+            self.audit,
+            metrics=self._metrics,
+            max_in_flight=in_flight,
+            wait_seconds=settings.aws.wait_time_seconds,
+            visibility_timeout_seconds=settings.aws.visibility_timeout_seconds,
+        )
+
+    async def start(self) -> None:
+        if self.relay is not None:
+            self.relay.start()
+            self.relay.wake()
+        if self.poller is not None:
+            self.poller.start()
+
+    def wake(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def stop_intake(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop_polling()
+
+    async def drain(self) -> None:
+        """Finish consumed messages, then publish what the outbox still holds."""
+        if self.poller is not None:
+            await self.poller.drain()
+        if self.notifications is not None:
+            self.notifications.mailbox.stop_accepting()
+            await self.notifications.mailbox.drained()
+        if self.audit is not None:
+            self.audit.mailbox.stop_accepting()
+            await self.audit.mailbox.drained()
+        if self.relay is not None:
+            await self.relay.stop()
+            try:
+                await self.relay.flush()
+            except Exception:
+                log.exception("final outbox flush failed; the rows stay for the next start")
+
+    async def close(self) -> None:
+        if self._sms_sender is not None:
+            await self._sms_sender.close()
+        if self._clients is not None:
+            await self._clients.close()
+            self._clients = None
+        if self._embedded is not None:
+            await self._embedded.astop()
+            self._embedded = None

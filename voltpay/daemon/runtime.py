@@ -1,0 +1,202 @@
+"""The composition root: builds every part, starts them in order and stops
+them in reverse, draining work in between."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from voltpay import __version__
+from voltpay.agents.app import create_faust_app
+from voltpay.agents.bills import BillsAgent
+from voltpay.agents.wallets import WalletsAgent
+from voltpay.bridges.electricity import ElectricityProvider, build_provider
+from voltpay.bridges.sms import SmsSender
+from voltpay.config import Settings
+from voltpay.daemon.pipeline import Pipeline
+from voltpay.daemon.systemd import SystemdNotifier
+from voltpay.domain.money import to_minor
+from voltpay.http.app import create_app
+from voltpay.http.context import Readiness, Services
+from voltpay.models.database import close_database, open_database
+from voltpay.observability.metrics import Metrics
+
+log = logging.getLogger("voltpay.daemon")
+Step = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Daemon:
+    """One voltpay process. Tests hand in their own collaborators."""
+
+    settings: Settings
+    provider: ElectricityProvider | None = None
+    sms_sender: SmsSender | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
+    readiness: Readiness = field(default_factory=Readiness)
+    port: int | None = None
+    _closers: list[tuple[str, Step]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _watchdog: asyncio.Task[None] | None = None
+    _pipeline: Pipeline | None = None
+    bills: BillsAgent | None = None
+    wallets: WalletsAgent | None = None
+
+    def _on_close(self, name: str, step: Step) -> None:
+        self._closers.append((name, step))
+
+    async def start(self) -> None:
+        settings = self.settings
+        await open_database(settings.database.url, pool_max_size=settings.database.pool_max_size)
+        self._on_close("database", close_database)
+        self.readiness.checks["database"] = _database_check
+
+        provider = self.provider or build_provider(settings.provider)
+        self.provider = provider
+        self._on_close("provider", provider.close)
+
+        pipeline = Pipeline(settings, self.metrics, self.readiness, sms_sender=self.sms_sender)
+        self._pipeline = pipeline
+        await pipeline.open()
+        self._on_close("event pipeline bridges", pipeline.close)
+
+        app = create_faust_app()
+        self.wallets = WalletsAgent(
+            app,
+            metrics=self.metrics,
+            capacity=settings.agents.mailbox_size,
+            concurrency=settings.agents.wallets_concurrency,
+            on_events=pipeline.wake,
+        )
+        self.bills = BillsAgent(
+            app,
+            provider=provider,
+            metrics=self.metrics,
+            capacity=settings.agents.mailbox_size,
+            concurrency=settings.agents.bills_concurrency,
+            bill_ttl_seconds=settings.billing.bill_ttl_seconds,
+            tariff_minor_per_kwh=to_minor(settings.provider.tariff_per_kwh),
+            vend_timeout_seconds=settings.provider.vend_timeout_seconds,
+            reconcile_interval_seconds=settings.billing.reconcile_interval_seconds,
+            on_events=pipeline.wake,
+        )
+        pipeline.build_agents(app)
+        await app.start()
+        self._on_close("agents", app.stop)
+        for stats in self.metrics.agents():
+            stats.started()
+        self.readiness.checks["agents"] = self._agents_check
+        self.bills.start_reconciler()
+        self._on_close("reconciler", self.bills.stop_reconciler)
+        await pipeline.start()
+
+        services = Services(
+            settings=settings,
+            metrics=self.metrics,
+            bills=self.bills.mailbox,
+            wallets=self.wallets.mailbox,
+            readiness=self.readiness,
+            wake_outbox=pipeline.wake,
+        )
+        self._runner = web.AppRunner(
+            create_app(services),
+            access_log=None,
+            shutdown_timeout=settings.http.shutdown_grace_seconds,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.http.host, settings.http.port)
+        await site.start()
+        self.port = _bound_port(self._runner)
+        log.info("voltpay %s serving on http://%s:%s", __version__, settings.http.host, self.port)
+        if settings.systemd.enabled:
+            self.notifier.notify("READY=1", f"STATUS=serving on port {self.port}")
+            if self.notifier.watchdog_interval() is not None:
+                self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
+
+    async def _agents_check(self) -> None:
+        stopped = [s.name for s in self.metrics.agents() if s.state != "running"]
+        if stopped:
+            raise RuntimeError("agents not running: " + ", ".join(stopped))
+
+    async def stop(self) -> None:
+        """Drain: not ready, no new HTTP or SQS work, finish what is in flight,
+        flush the outbox, then close everything in reverse order."""
+        self.readiness.draining = True
+        if self.settings.systemd.enabled:
+            self.notifier.notify("STOPPING=1", "STATUS=draining")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._pipeline is not None:
+            await self._pipeline.stop_intake()
+        for agent in (self.bills, self.wallets):
+            if agent is not None:
+                agent.mailbox.stop_accepting()
+                await agent.mailbox.drained()
+        if self.bills is not None:
+            await self.bills.stop_reconciler()
+        if self._pipeline is not None:
+            await self._pipeline.drain()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        while self._closers:
+            name, step = self._closers.pop()
+            try:
+                await step()
+            except Exception:
+                log.exception("closing %s failed", name)
+        for stats in self.metrics.agents():
+            stats.stopped()
+        log.info("voltpay stopped")
+
+
+async def _database_check() -> None:
+    from tortoise import connections
+
+    await connections.get("default").execute_query("SELECT 1")
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    raise RuntimeError("the HTTP listener has no address")
+
+
+async def serve(settings: Settings, **collaborators: Any) -> int:
+    """Run until SIGTERM or SIGINT, then drain; a second signal exits at once."""
+    daemon = Daemon(settings, **collaborators)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: draining", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        try:
+            await asyncio.wait_for(daemon.stop(), settings.http.shutdown_grace_seconds + 5)
+        except TimeoutError:
+            log.error("shutdown took longer than the grace period; exiting")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0

@@ -1,0 +1,69 @@
+"""Money at the edges is ``Decimal`` with two places; inside it is integer
+minor units. Nothing here ever touches a float."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+MINOR_PER_MAJOR = 100
+_CENT = Decimal("0.01")
+_DECIMAL_STRING = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")
+
+
+class AmountError(ValueError):
+    """An amount a user typed is unusable; ``code`` is the stable API name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_amount(value: object) -> Decimal:
+    """Accept a JSON number (already a Decimal or int) or a decimal string.
+
+    Rejects floats on purpose: the HTTP layer parses JSON numbers straight into
+    Decimal, so a float here means a caller lost precision already.
+    """
+    if isinstance(value, bool):
+        raise AmountError("invalid_amount", "amount must be a number or a decimal string")
+    if isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, str):
+        if not _DECIMAL_STRING.match(value.strip()):
+            raise AmountError("invalid_amount", 'amount must be a decimal string like "100.00"')
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:  # pragma: no cover - the pattern excludes it
+            raise AmountError("invalid_amount", "amount is not a number") from None
+    else:
+        raise AmountError("invalid_amount", "amount must be a number or a decimal string")
+    if not amount.is_finite():
+        raise AmountError("invalid_amount", "amount must be a finite number")
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        raise AmountError("invalid_amount", "amount has more than 2 decimal places")
+    if amount <= 0:
+        raise AmountError("amount_not_positive", "amount must be greater than 0")
+    return amount.quantize(_CENT)
+
+
+def to_minor(amount: Decimal) -> int:
+    """Exact conversion; an amount with more than two places is a bug upstream."""
+    minor = amount * MINOR_PER_MAJOR
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{amount} has more than 2 decimal places")
+    return int(minor)
+
+
+def from_minor(minor: int) -> Decimal:
+    return (Decimal(minor) / MINOR_PER_MAJOR).quantize(_CENT)
+
+
+def format_minor(minor: int) -> str:
+    """The API's money form: a decimal string with exactly two places."""
+    sign = "-" if minor < 0 else ""
+    whole, cents = divmod(abs(minor), MINOR_PER_MAJOR)
+    return f"{sign}{whole}.{cents:02d}"

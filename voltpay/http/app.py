@@ -1,0 +1,209 @@
+"""The aiohttp app factory and the middlewares every request passes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
+from voltpay.http import auth, money, operations, users
+from voltpay.http.context import CURRENT_USER, SERVICES, Services
+from voltpay.http.problems import Problem, unauthorized
+from voltpay.models import idempotency
+from voltpay.models import users as user_store
+from voltpay.observability.logging import request_id_var
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("voltpay.http")
+PUBLIC_API = frozenset({"/api/auth/register", "/api/auth/login"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _route_template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, access log line and HTTP metrics."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics = request.app[SERVICES].metrics
+        route = _route_template(request)
+        metrics.http_requests.labels(route=route, method=request.method, status=str(status)).inc()
+        metrics.http_duration.labels(route=route, method=request.method).observe(elapsed)
+        log.info(
+            "%s %s -> %s in %.1f ms",
+            request.method,
+            route,
+            status,
+            elapsed * 1000,
+            extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+        )
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as problem+json; nothing a client sends yields a 5xx."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except DomainError as exc:
+        return Problem(exc.status, exc.code, exc.detail).response()
+    except Overloaded as exc:
+        return Problem(
+            503,
+            "overloaded",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_seconds)},
+        ).response()
+    except Stopped:
+        return Problem(
+            503, "shutting_down", "the service is restarting", headers={"Retry-After": "5"}
+        ).response()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVICES].settings.http.max_body_bytes
+        return Problem(
+            413, "payload_too_large", f"request bodies are limited to {limit} bytes"
+        ).response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_") if exc.reason else "http_error"
+        return Problem(
+            exc.status,
+            code,
+            exc.text or exc.reason or "error",
+            headers={key: value for key, value in exc.headers.items() if key.lower() == "allow"},
+        ).response()
+    except AgentFailure:
+        log.error("an agent failed while answering %s %s", request.method, request.path)
+        return Problem(500, "internal_error", "something went wrong on our side").response()
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return Problem(500, "internal_error", "something went wrong on our side").response()
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if not path.startswith("/api/") or path in PUBLIC_API or path == "/api/agents":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized()
+    digest = auth.token_digest(token.strip())
+    user = await user_store.session_user(digest)
+    if user is None:
+        raise unauthorized("the token is unknown, expired or logged out")
+    request[CURRENT_USER] = user
+    request["voltpay.token_digest"] = digest
+    return await handler(request)
+
+
+@web.middleware
+async def idempotent(request: web.Request, handler: Handler) -> web.StreamResponse:
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or key is None:
+        return await handler(request)
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise Problem(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+        )
+    user = request.get(CURRENT_USER)
+    scope = str(user.id) if user is not None else "anonymous"
+    body = await request.read()
+    digest = hashlib.sha256(
+        request.method.encode() + b" " + request.path.encode() + b"\n" + body
+    ).hexdigest()
+    ttl = request.app[SERVICES].settings.limits.idempotency_ttl_seconds
+    claim, stored = await idempotency.claim(scope, key, digest, ttl)
+    if claim is idempotency.Claim.MISMATCH:
+        raise Problem(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    if claim is idempotency.Claim.IN_PROGRESS:
+        raise Problem(
+            409,
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
+        )
+    if claim is idempotency.Claim.REPLAY and stored is not None:
+        return web.Response(
+            status=stored.status,
+            body=stored.body.encode(),
+            headers={"Content-Type": stored.content_type, "Idempotent-Replayed": "true"},
+        )
+    try:
+        response = await _render(request, handler)
+    except BaseException:
+        await idempotency.release(scope, key)
+        raise
+    if response.status >= 500 or (response.status in (409, 429) and _transient(response)):
+        await idempotency.release(scope, key)
+        return response
+    assert isinstance(response, web.Response)
+    await idempotency.store(
+        scope,
+        key,
+        idempotency.StoredResponse(
+            response.status,
+            response.headers.get("Content-Type", "application/json"),
+            (response.body or b"").decode() if isinstance(response.body, bytes) else "",
+        ),
+    )
+    return response
+
+
+def _transient(response: web.StreamResponse) -> bool:
+    return "Retry-After" in response.headers
+
+
+async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run the handler and turn errors into responses here, so they are stored."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except DomainError as exc:
+        return Problem(exc.status, exc.code, exc.detail).response()
+
+
+def create_app(services: Services) -> web.Application:
+    app = web.Application(
+        middlewares=[observe, problems, authenticate, idempotent],
+        client_max_size=services.settings.http.max_body_bytes,
+        handler_args={"max_field_size": 16384},
+    )
+    app[SERVICES] = services
+    app.add_routes(users.routes)
+    app.add_routes(money.routes)
+    app.add_routes(operations.routes)
+    operations.add_docs(app)
+    return app

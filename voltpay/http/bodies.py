@@ -1,0 +1,87 @@
+"""Reading request bodies: JSON numbers become Decimal, never float."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from voltpay.http.problems import Problem, validation_failed
+
+B = TypeVar("B", bound=BaseModel)
+_CUSTOM_PREFIX = ("invalid_", "amount_")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise Problem(400, "malformed_json", "the request body must be a JSON object")
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise Problem(
+            400, "unsupported_content_type", "send the body as Content-Type: application/json"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
+
+
+def field_errors(error: ValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        kind = str(item["type"])
+        code = (
+            kind
+            if kind.startswith(_CUSTOM_PREFIX)
+            else ("missing" if kind == "missing" else "invalid_value")
+        )
+        errors.append({"field": location, "code": code, "message": item["msg"]})
+    return errors
+
+
+def validate(model: type[B], payload: Any) -> B:
+    if not isinstance(payload, dict):
+        raise Problem(
+            422,
+            "validation_failed",
+            "the request body must be a JSON object",
+            errors=[
+                {"field": "body", "code": "invalid_value", "message": "expected a JSON object"}
+            ],
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        first_custom = next(
+            (e["code"] for e in errors if e["code"].startswith(_CUSTOM_PREFIX)), None
+        )
+        raise Problem(
+            422,
+            first_custom or "validation_failed",
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        ) from None
+
+
+async def read_model(request: web.Request, model: type[B], *, optional: bool = False) -> B:
+    return validate(model, await read_json(request, optional=optional))
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+__all__ = ["json_response", "read_json", "read_model", "validate", "validation_failed"]

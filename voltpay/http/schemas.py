@@ -1,0 +1,235 @@
+"""Request and response shapes. The same models validate requests and
+generate /openapi.json, so the document cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from voltpay.domain.money import AmountError, parse_amount
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
+PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"
+MONEY_PATTERN = r"^[0-9]+\.[0-9]{2}$"
+
+
+def _money(value: object) -> Decimal:
+    try:
+        return parse_amount(value)
+    except AmountError as exc:
+        raise PydanticCustomError(exc.code, str(exc)) from None
+
+
+def _meter(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 32:
+        raise PydanticCustomError(
+            "invalid_meter_number", "meterNumber must be a meter number string"
+        )
+    return value.strip()
+
+
+def _text(code: str, low: int, high: int, what: str, pattern: str | None = None) -> Any:
+    compiled = re.compile(pattern) if pattern else None
+
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not low <= len(value) <= high:
+            raise PydanticCustomError(
+                code, f"{what} must be a string of {low} to {high} characters"
+            )
+        if compiled is not None and not compiled.match(value):
+            raise PydanticCustomError(code, f"{what} does not have the required form")
+        return value
+
+    return BeforeValidator(check)
+
+
+MoneyIn = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.01},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"},
+            ],
+            "description": "An amount greater than 0 with at most 2 decimal places.",
+            "examples": ["100.00", 100.0],
+        }
+    ),
+]
+MoneyOut = Annotated[str, Field(pattern=MONEY_PATTERN, examples=["150.00"])]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class RegisterRequest(Body):
+    username: Annotated[
+        str,
+        _text("invalid_username", 3, 64, "username", USERNAME_PATTERN),
+        Field(
+            description="3-64 of A-Z a-z 0-9 _ . -",
+            json_schema_extra={"pattern": USERNAME_PATTERN},
+        ),
+    ]
+    password: Annotated[str, _text("invalid_password", 8, 128, "password")] = Field(
+        json_schema_extra={"minLength": 8, "maxLength": 128}
+    )
+    phone_number: Annotated[
+        str,
+        _text("invalid_phone_number", 9, 16, "phoneNumber", PHONE_PATTERN),
+        Field(
+            alias="phoneNumber",
+            description="E.164, e.g. +2348012345678",
+            json_schema_extra={"pattern": PHONE_PATTERN},
+        ),
+    ]
+
+
+class LoginRequest(Body):
+    username: Annotated[str, _text("invalid_username", 1, 64, "username")]
+    password: Annotated[str, _text("invalid_password", 1, 128, "password")]
+
+
+class AddFundsRequest(Body):
+    amount: MoneyIn
+
+
+class VerifyRequest(Body):
+    meter_number: Annotated[
+        str,
+        BeforeValidator(_meter),
+        Field(alias="meterNumber", examples=["45012345678", "A123456"]),
+    ]
+    amount: MoneyIn
+
+
+class PayRequest(Body):
+    wallet_id: uuid.UUID | None = Field(default=None, alias="walletId")
+
+
+# -- responses ----------------------------------------------------------------
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class UserOut(Out):
+    user_id: uuid.UUID = Field(alias="userId")
+    username: str
+    phone_number: str = Field(alias="phoneNumber")
+    wallet_id: uuid.UUID = Field(alias="walletId")
+
+
+class LoginOut(Out):
+    token: str
+    expires_at: str = Field(alias="expiresAt")
+    user_id: uuid.UUID = Field(alias="userId")
+    wallet_id: uuid.UUID = Field(alias="walletId")
+
+
+class WalletOut(Out):
+    wallet_id: uuid.UUID = Field(alias="walletId")
+    balance: MoneyOut
+    currency: str
+    updated_at: str = Field(alias="updatedAt")
+
+
+class FundsAddedOut(Out):
+    wallet_id: uuid.UUID = Field(alias="walletId")
+    balance: MoneyOut
+    transaction_id: uuid.UUID = Field(alias="transactionId")
+
+
+class TransactionOut(Out):
+    transaction_id: uuid.UUID = Field(alias="transactionId")
+    kind: Literal["credit", "debit", "refund"]
+    amount: MoneyOut
+    balance_after: MoneyOut = Field(alias="balanceAfter")
+    bill_id: uuid.UUID | None = Field(alias="billId")
+    created_at: str = Field(alias="createdAt")
+
+
+class TransactionPage(Out):
+    items: list[TransactionOut]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class BillOut(Out):
+    bill_id: uuid.UUID = Field(alias="billId")
+    meter_number: str = Field(alias="meterNumber")
+    meter_type: str = Field(alias="meterType")
+    customer_name: str = Field(alias="customerName")
+    address: str
+    amount: MoneyOut
+    status: Literal["pending", "processing", "paid", "expired", "failed"]
+    token: str | None = Field(description="20 digits in five groups of four")
+    units: str | None = Field(description="kWh as a decimal string")
+    tariff: MoneyOut = Field(description="price per kWh")
+    receipt_number: str | None = Field(alias="receiptNumber")
+    created_at: str = Field(alias="createdAt")
+    expires_at: str = Field(alias="expiresAt")
+    paid_at: str | None = Field(alias="paidAt")
+
+
+class PaidBillOut(BillOut):
+    wallet_balance: MoneyOut | None = Field(alias="walletBalance")
+
+
+class BillPage(Out):
+    items: list[BillOut]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class NotificationOut(Out):
+    notification_id: uuid.UUID = Field(alias="notificationId")
+    event_id: uuid.UUID = Field(alias="eventId")
+    event_type: str = Field(alias="eventType")
+    to: str
+    body: str
+    status: Literal["queued", "sent", "failed"]
+    created_at: str = Field(alias="createdAt")
+    sent_at: str | None = Field(alias="sentAt")
+
+
+class NotificationPage(Out):
+    items: list[NotificationOut]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class ProblemOut(Out):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class AgentOut(Out):
+    agent: str
+    state: str
+    mailbox_depth: int = Field(alias="mailboxDepth")
+    mailbox_capacity: int = Field(alias="mailboxCapacity")
+    in_flight: int = Field(alias="inFlight")
+    processed: int
+    failed: int
+    last_error: str | None = Field(alias="lastError")
+    last_error_at: str | None = Field(alias="lastErrorAt")
+
+
+class AgentsOut(Out):
+    agents: list[AgentOut]

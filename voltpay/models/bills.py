@@ -1,0 +1,213 @@
+"""The bill saga's database steps. Each step is one transaction; a step that
+finds the bill already moved on does nothing, so every step is safe to retry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from voltpay.domain.bills import BillStatus, check_payable
+from voltpay.domain.events import Event, rfc3339
+from voltpay.domain.money import format_minor
+from voltpay.models import wallets
+from voltpay.models.outbox import record_event
+from voltpay.models.tables import Bill
+
+
+class BillNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class NewBill:
+    user_id: uuid.UUID
+    meter_number: str
+    meter_type: str
+    customer_name: str
+    address: str
+    amount_minor: int
+    tariff_minor_per_kwh: int
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class PaymentStarted:
+    bill: Bill
+    request_id: str
+    balance_after_minor: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    bill: Bill
+    wallet_balance_minor: int | None
+    event: Event | None
+
+
+def _bill_event_data(bill: Bill) -> dict[str, Any]:
+    return {
+        "userId": str(bill.user_id),  # type: ignore[attr-defined]
+        "billId": str(bill.id),
+        "meterNumber": bill.meter_number,
+        "customerName": bill.customer_name,
+        "amount": format_minor(bill.amount_minor),
+    }
+
+
+async def create_bill(new: NewBill, now: datetime | None = None) -> tuple[Bill, Event]:
+    moment = now or datetime.now(UTC)
+    async with in_transaction() as conn:
+        bill = await Bill.create(
+            id=uuid.uuid4(),
+            user_id=new.user_id,
+            meter_number=new.meter_number,
+            meter_type=new.meter_type,
+            customer_name=new.customer_name,
+            address=new.address,
+            amount_minor=new.amount_minor,
+            status=BillStatus.PENDING.value,
+            tariff_minor_per_kwh=new.tariff_minor_per_kwh,
+            created_at=moment,
+            expires_at=moment + timedelta(seconds=new.ttl_seconds),
+            updated_at=moment,
+            using_db=conn,
+        )
+        data = _bill_event_data(bill) | {"expiresAt": rfc3339(bill.expires_at)}
+        event = await record_event(conn, "bill_created", data, moment)
+    return bill, event
+
+
+async def owned_bill(bill_id: uuid.UUID, owner_id: uuid.UUID) -> Bill:
+    bill = await Bill.get_or_none(id=bill_id, user_id=owner_id)
+    if bill is None:
+        raise BillNotFound(str(bill_id))
+    return bill
+
+
+async def expire_if_due(bill: Bill, now: datetime) -> Bill:
+    """Record the expiry the moment someone looks at an overdue pending bill."""
+    if bill.status == BillStatus.PENDING.value and now >= bill.expires_at:
+        await Bill.filter(id=bill.id, status=BillStatus.PENDING.value).update(
+            status=BillStatus.EXPIRED.value, updated_at=now
+        )
+        await bill.refresh_from_db()
+    return bill
+
+
+async def expire_overdue(now: datetime | None = None) -> int:
+    moment = now or datetime.now(UTC)
+    return await Bill.filter(status=BillStatus.PENDING.value, expires_at__lte=moment).update(
+        status=BillStatus.EXPIRED.value, updated_at=moment
+    )
+
+
+async def start_payment(
+    bill_id: uuid.UUID, owner_id: uuid.UUID, wallet_id: uuid.UUID, now: datetime | None = None
+) -> PaymentStarted:
+    """pending → processing and the debit, in one transaction: one winner only.
+
+    Raises BillNotFound, BillNotPayable (from the domain rules) or
+    InsufficientFunds; in every failing case nothing is written.
+    """
+    moment = now or datetime.now(UTC)
+    request_id = uuid.uuid4().hex
+    async with in_transaction() as conn:
+        bill = await Bill.get_or_none(id=bill_id, user_id=owner_id, using_db=conn)
+        if bill is None:
+            raise BillNotFound(str(bill_id))
+        moved = (
+            await Bill.filter(id=bill_id, status=BillStatus.PENDING.value, expires_at__gt=moment)
+            .using_db(conn)
+            .update(
+                status=BillStatus.PROCESSING.value,
+                wallet_id=wallet_id,
+                vend_request_id=request_id,
+                processing_since=moment,
+                updated_at=moment,
+            )
+        )
+        if moved != 1:
+            await bill.refresh_from_db(using_db=conn)
+            check_payable(BillStatus(bill.status), bill.expires_at, moment)
+            raise RuntimeError("bill did not move although it is payable")  # pragma: no cover
+        movement = await wallets.debit(conn, wallet_id, bill.amount_minor, moment, bill_id=bill_id)
+        await bill.refresh_from_db(using_db=conn)
+    return PaymentStarted(bill, request_id, movement.balance_after_minor)
+
+
+async def complete_payment(
+    bill_id: uuid.UUID,
+    *,
+    token: str,
+    units: Decimal,
+    receipt_number: str,
+    tariff_minor_per_kwh: int,
+    now: datetime | None = None,
+) -> Settled:
+    """processing → paid with the token; a second call changes nothing."""
+    moment = now or datetime.now(UTC)
+    async with in_transaction() as conn:
+        moved = (
+            await Bill.filter(id=bill_id, status=BillStatus.PROCESSING.value)
+            .using_db(conn)
+            .update(
+                status=BillStatus.PAID.value,
+                token=token,
+                units=str(units),
+                receipt_number=receipt_number,
+                tariff_minor_per_kwh=tariff_minor_per_kwh,
+                paid_at=moment,
+                updated_at=moment,
+            )
+        )
+        bill = await Bill.get(id=bill_id, using_db=conn)
+        if moved != 1:
+            return Settled(bill, None, None)
+        balance = None
+        if bill.wallet_id is not None:
+            balance = await wallets._balance(conn, bill.wallet_id)
+        data = _bill_event_data(bill) | {
+            "walletId": str(bill.wallet_id),
+            "token": token,
+            "units": str(units),
+            "receiptNumber": receipt_number,
+            "walletBalance": format_minor(balance) if balance is not None else None,
+        }
+        event = await record_event(conn, "payment_completed", data, moment)
+    return Settled(bill, balance, event)
+
+
+async def fail_payment(bill_id: uuid.UUID, reason: str, now: datetime | None = None) -> Settled:
+    """processing → failed with the debit refunded; a second call changes nothing."""
+    moment = now or datetime.now(UTC)
+    async with in_transaction() as conn:
+        moved = (
+            await Bill.filter(id=bill_id, status=BillStatus.PROCESSING.value)
+            .using_db(conn)
+            .update(status=BillStatus.FAILED.value, failure_reason=reason[:255], updated_at=moment)
+        )
+        bill = await Bill.get(id=bill_id, using_db=conn)
+        if moved != 1 or bill.wallet_id is None:
+            return Settled(bill, None, None)
+        refund = await wallets.credit(
+            conn, bill.wallet_id, bill.amount_minor, moment, kind=wallets.REFUND, bill_id=bill.id
+        )
+        data = _bill_event_data(bill) | {
+            "walletId": str(bill.wallet_id),
+            "reason": reason,
+            "refunded": format_minor(bill.amount_minor),
+            "walletBalance": format_minor(refund.balance_after_minor),
+        }
+        event = await record_event(conn, "payment_failed", data, moment)
+    return Settled(bill, refund.balance_after_minor, event)
+
+
+async def stuck_in_processing(older_than: datetime) -> list[Bill]:
+    return await Bill.filter(
+        status=BillStatus.PROCESSING.value, processing_since__lte=older_than
+    ).order_by("processing_since")

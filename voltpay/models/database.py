@@ -1,0 +1,78 @@
+"""Opening and closing the database, and bringing its schema up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.migrations.api import migrate
+
+APP_LABEL = "models"
+MODEL_MODULES = ["voltpay.models.tables"]
+MIGRATIONS_MODULE = "voltpay.models.migrations"
+_SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite://"):
+        return None
+    rest = url[len("sqlite://") :].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def tortoise_config(url: str, *, pool_max_size: int = 10) -> dict[str, Any]:
+    connection = expand_db_url(url.replace("postgresql://", "postgres://", 1))
+    credentials: dict[str, Any] = connection["credentials"]
+    if urlsplit(url).scheme == "sqlite":
+        for pragma, value in _SQLITE_PRAGMAS.items():
+            credentials.setdefault(pragma, value)
+    else:
+        credentials.setdefault("minsize", 1)
+        credentials.setdefault("maxsize", pool_max_size)
+    return {
+        "connections": {"default": connection},
+        "apps": {
+            APP_LABEL: {
+                "models": MODEL_MODULES,
+                "migrations": MIGRATIONS_MODULE,
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+async def apply_migrations(url: str) -> None:
+    """Apply every versioned migration not yet applied (idempotent)."""
+    _ensure_sqlite_folder(url)
+    config = tortoise_config(url, pool_max_size=2)
+    try:
+        await migrate(config=config)
+    finally:
+        await connections.close_all(discard=True)
+        await Tortoise._reset_apps()
+
+
+async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: bool = True) -> None:
+    if migrate_first:
+        await apply_migrations(url)
+    _ensure_sqlite_folder(url)
+    await Tortoise.init(config=tortoise_config(url, pool_max_size=pool_max_size))
+
+
+async def close_database() -> None:
+    await connections.close_all(discard=True)
+
+
+def dialect() -> str:
+    return str(connections.get("default").capabilities.dialect)

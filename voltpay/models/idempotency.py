@@ -1,0 +1,80 @@
+"""Idempotency keys: the first response per (scope, key) kept for replay."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tortoise.exceptions import IntegrityError
+
+from voltpay.models.tables import IdempotencyRecord
+
+IN_PROGRESS = "in_progress"
+DONE = "done"
+
+
+class Claim(enum.Enum):
+    NEW = "new"
+    REPLAY = "replay"
+    IN_PROGRESS = "in_progress"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    content_type: str
+    body: str
+
+
+async def claim(
+    scope: str, key: str, request_hash: str, ttl_seconds: int
+) -> tuple[Claim, StoredResponse | None]:
+    now = datetime.now(UTC)
+    for _ in range(3):
+        try:
+            await IdempotencyRecord.create(
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                state=IN_PROGRESS,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_seconds),
+            )
+            return Claim.NEW, None
+        except IntegrityError:
+            existing = await IdempotencyRecord.get_or_none(scope=scope, key=key)
+            if existing is None:
+                continue
+            if existing.expires_at <= now:
+                await IdempotencyRecord.filter(id=existing.id, expires_at__lte=now).delete()
+                continue
+            if existing.request_hash != request_hash:
+                return Claim.MISMATCH, None
+            if existing.state != DONE or existing.response_status is None:
+                return Claim.IN_PROGRESS, None
+            return Claim.REPLAY, StoredResponse(
+                existing.response_status,
+                existing.response_content_type or "application/json",
+                existing.response_body or "",
+            )
+    return Claim.IN_PROGRESS, None
+
+
+async def store(scope: str, key: str, response: StoredResponse) -> None:
+    await IdempotencyRecord.filter(scope=scope, key=key, state=IN_PROGRESS).update(
+        state=DONE,
+        response_status=response.status,
+        response_content_type=response.content_type,
+        response_body=response.body,
+    )
+
+
+async def release(scope: str, key: str) -> None:
+    """Forget a claim whose request did not finish, so a retry can run it."""
+    await IdempotencyRecord.filter(scope=scope, key=key, state=IN_PROGRESS).delete()
+
+
+async def purge_expired(now: datetime | None = None) -> int:
+    return await IdempotencyRecord.filter(expires_at__lte=now or datetime.now(UTC)).delete()

@@ -1,0 +1,177 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from tortoise.fields.base import OnDelete
+from uuid import uuid4
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name='AuditRecord',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('event_id', fields.UUIDField(unique=True)),
+                ('event_type', fields.CharField(max_length=32)),
+                ('occurred_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('recorded_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('body', fields.TextField(unique=False)),
+            ],
+            options={'table': 'audit_log', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='IdempotencyRecord',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('scope', fields.CharField(max_length=64)),
+                ('key', fields.CharField(max_length=255)),
+                ('request_hash', fields.CharField(max_length=64)),
+                ('state', fields.CharField(max_length=16)),
+                ('response_status', fields.IntField(null=True)),
+                ('response_content_type', fields.CharField(null=True, max_length=64)),
+                ('response_body', fields.TextField(null=True, unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'idempotency_keys', 'app': 'models', 'unique_together': (('scope', 'key'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='InboxEvent',
+            fields=[
+                ('event_id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('event_type', fields.CharField(max_length=32)),
+                ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'inbox', 'app': 'models', 'pk_attr': 'event_id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='LoginFailure',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('username', fields.CharField(max_length=64)),
+                ('failed_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'login_failures', 'app': 'models', 'indexes': [Index(fields=['username', 'failed_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Notification',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('event_id', fields.UUIDField(unique=True)),
+                ('event_type', fields.CharField(max_length=32)),
+                ('user_id', fields.UUIDField(null=True)),
+                ('to', fields.CharField(max_length=20)),
+                ('body', fields.TextField(unique=False)),
+                ('status', fields.CharField(max_length=16)),
+                ('sender', fields.CharField(null=True, max_length=16)),
+                ('provider_message_id', fields.CharField(null=True, max_length=64)),
+                ('error', fields.CharField(null=True, max_length=255)),
+                ('attempts', fields.IntField(default=0)),
+                ('claimed_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'notifications', 'app': 'models', 'indexes': [Index(fields=['user_id', 'created_at', 'id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='OutboxEvent',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('event_id', fields.UUIDField(unique=True)),
+                ('event_type', fields.CharField(max_length=32)),
+                ('body', fields.TextField(unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('published_at', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
+                ('attempts', fields.IntField(default=0)),
+                ('next_attempt_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('claimed_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('last_error', fields.CharField(null=True, max_length=255)),
+            ],
+            options={'table': 'outbox', 'app': 'models', 'indexes': [Index(fields=['published_at', 'next_attempt_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='User',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('username', fields.CharField(unique=True, max_length=64)),
+                ('password_hash', fields.CharField(max_length=255)),
+                ('phone_number', fields.CharField(max_length=20)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'users', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Bill',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='bills', on_delete=OnDelete.CASCADE)),
+                ('wallet_id', fields.UUIDField(null=True)),
+                ('meter_number', fields.CharField(max_length=32)),
+                ('meter_type', fields.CharField(max_length=16)),
+                ('customer_name', fields.CharField(max_length=128)),
+                ('address', fields.CharField(max_length=255)),
+                ('amount_minor', fields.BigIntField()),
+                ('status', fields.CharField(db_index=True, max_length=16)),
+                ('tariff_minor_per_kwh', fields.BigIntField()),
+                ('token', fields.CharField(null=True, max_length=20)),
+                ('units', fields.CharField(null=True, max_length=32)),
+                ('receipt_number', fields.CharField(null=True, max_length=64)),
+                ('vend_request_id', fields.CharField(null=True, unique=True, max_length=64)),
+                ('failure_reason', fields.CharField(null=True, max_length=255)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('processing_since', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('paid_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'bills', 'app': 'models', 'indexes': [Index(fields=['user_id', 'created_at', 'id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Session',
+            fields=[
+                ('token_hash', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=64)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='sessions', on_delete=OnDelete.CASCADE)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'sessions', 'app': 'models', 'pk_attr': 'token_hash'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Wallet',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='wallets', on_delete=OnDelete.CASCADE)),
+                ('balance_minor', fields.BigIntField(default=0)),
+                ('currency', fields.CharField(max_length=3)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'wallets', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='LedgerEntry',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('wallet', fields.ForeignKeyField('models.Wallet', source_field='wallet_id', db_constraint=True, to_field='id', related_name='entries', on_delete=OnDelete.CASCADE)),
+                ('kind', fields.CharField(max_length=16)),
+                ('amount_minor', fields.BigIntField()),
+                ('balance_after_minor', fields.BigIntField()),
+                ('bill_id', fields.UUIDField(null=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'ledger_entries', 'app': 'models', 'indexes': [Index(fields=['wallet_id', 'created_at', 'id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+    ]

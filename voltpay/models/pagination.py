@@ -1,0 +1,56 @@
+"""Keyset pagination, newest first, over (created_at, id)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
+
+M = TypeVar("M", bound=Model)
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, row_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not one this API gave out") from None
+
+
+async def newest_first(
+    query: QuerySet[M], limit: int, cursor: str | None
+) -> tuple[list[M], str | None]:
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id))
+    rows = await query.order_by("-created_at", "-id").limit(limit + 1)
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor(getattr(last, "created_at"), last.pk)  # noqa: B009

@@ -1,0 +1,177 @@
+"""The tables. Money columns hold integer minor units; nothing here is a float."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class User(Model):
+    id = fields.UUIDField(primary_key=True)
+    username = fields.CharField(max_length=64, unique=True)
+    password_hash = fields.CharField(max_length=255)
+    phone_number = fields.CharField(max_length=20)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "users"
+
+
+class Session(Model):
+    token_hash = fields.CharField(max_length=64, primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="sessions", on_delete=fields.CASCADE
+    )
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "sessions"
+
+
+class LoginFailure(Model):
+    id = fields.BigIntField(primary_key=True)
+    username = fields.CharField(max_length=64)
+    failed_at = fields.DatetimeField()
+
+    class Meta:
+        table = "login_failures"
+        indexes = (("username", "failed_at"),)
+
+
+class Wallet(Model):
+    id = fields.UUIDField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="wallets", on_delete=fields.CASCADE
+    )
+    balance_minor = fields.BigIntField(default=0)
+    currency = fields.CharField(max_length=3)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "wallets"
+
+
+class LedgerEntry(Model):
+    id = fields.UUIDField(primary_key=True)
+    wallet: fields.ForeignKeyRelation[Wallet] = fields.ForeignKeyField(
+        "models.Wallet", related_name="entries", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=16)
+    # Signed: credits and refunds positive, debits negative, so SUM() is the balance.
+    amount_minor = fields.BigIntField()
+    balance_after_minor = fields.BigIntField()
+    bill_id = fields.UUIDField(null=True)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "ledger_entries"
+        indexes = (("wallet_id", "created_at", "id"),)
+
+
+class Bill(Model):
+    id = fields.UUIDField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="bills", on_delete=fields.CASCADE
+    )
+    wallet_id = fields.UUIDField(null=True)
+    meter_number = fields.CharField(max_length=32)
+    meter_type = fields.CharField(max_length=16)
+    customer_name = fields.CharField(max_length=128)
+    address = fields.CharField(max_length=255)
+    amount_minor = fields.BigIntField()
+    status = fields.CharField(max_length=16, db_index=True)
+    tariff_minor_per_kwh = fields.BigIntField()
+    token = fields.CharField(max_length=20, null=True)
+    units = fields.CharField(max_length=32, null=True)
+    receipt_number = fields.CharField(max_length=64, null=True)
+    vend_request_id = fields.CharField(max_length=64, null=True, unique=True)
+    failure_reason = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    processing_since = fields.DatetimeField(null=True)
+    paid_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "bills"
+        indexes = (("user_id", "created_at", "id"),)
+
+
+class OutboxEvent(Model):
+    id = fields.BigIntField(primary_key=True)
+    event_id = fields.UUIDField(unique=True)
+    event_type = fields.CharField(max_length=32)
+    body = fields.TextField()
+    created_at = fields.DatetimeField()
+    published_at = fields.DatetimeField(null=True, db_index=True)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField()
+    # A relay's lease on the row while it publishes it; other relays skip it.
+    claimed_until = fields.DatetimeField(null=True)
+    last_error = fields.CharField(max_length=255, null=True)
+
+    class Meta:
+        table = "outbox"
+        indexes = (("published_at", "next_attempt_at"),)
+
+
+class IdempotencyRecord(Model):
+    id = fields.BigIntField(primary_key=True)
+    scope = fields.CharField(max_length=64)
+    key = fields.CharField(max_length=255)
+    request_hash = fields.CharField(max_length=64)
+    state = fields.CharField(max_length=16)
+    response_status = fields.IntField(null=True)
+    response_content_type = fields.CharField(max_length=64, null=True)
+    response_body = fields.TextField(null=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "idempotency_keys"
+        unique_together = (("scope", "key"),)
+
+
+class InboxEvent(Model):
+    event_id = fields.UUIDField(primary_key=True)
+    event_type = fields.CharField(max_length=32)
+    received_at = fields.DatetimeField()
+
+    class Meta:
+        table = "inbox"
+
+
+class Notification(Model):
+    id = fields.UUIDField(primary_key=True)
+    event_id = fields.UUIDField(unique=True)
+    event_type = fields.CharField(max_length=32)
+    user_id = fields.UUIDField(null=True)
+    to = fields.CharField(max_length=20)
+    body = fields.TextField()
+    status = fields.CharField(max_length=16)
+    sender = fields.CharField(max_length=16, null=True)
+    provider_message_id = fields.CharField(max_length=64, null=True)
+    error = fields.CharField(max_length=255, null=True)
+    attempts = fields.IntField(default=0)
+    # A lease: whoever holds it is sending right now; others must not.
+    claimed_until = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "notifications"
+        indexes = (("user_id", "created_at", "id"),)
+
+
+class AuditRecord(Model):
+    id = fields.BigIntField(primary_key=True)
+    event_id = fields.UUIDField(unique=True)
+    event_type = fields.CharField(max_length=32)
+    occurred_at = fields.DatetimeField()
+    recorded_at = fields.DatetimeField()
+    body = fields.TextField()
+
+    class Meta:
+        table = "audit_log"

@@ -1,0 +1,107 @@
+"""Users, their sessions and the failed-login record that throttles guessing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from voltpay.domain.events import Event
+from voltpay.models.outbox import record_event
+from voltpay.models.tables import LoginFailure, Session, User, Wallet
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+async def create_user(
+    *, username: str, password_hash: str, phone_number: str, currency: str
+) -> tuple[User, Wallet, Event]:
+    """The user, their wallet at 0.00 and the user_registered event, together."""
+    now = datetime.now(UTC)
+    try:
+        async with in_transaction() as conn:
+            if await User.filter(username=username).using_db(conn).exists():
+                raise UsernameTaken(username)
+            user = await User.create(
+                id=uuid.uuid4(),
+                username=username,
+                password_hash=password_hash,
+                phone_number=phone_number,
+                created_at=now,
+                using_db=conn,
+            )
+            wallet = await Wallet.create(
+                id=uuid.uuid4(),
+                user=user,
+                balance_minor=0,
+                currency=currency,
+                created_at=now,
+                updated_at=now,
+                using_db=conn,
+            )
+            data = {
+                "userId": str(user.id),
+                "username": username,
+                "walletId": str(wallet.id),
+            }
+            event = await record_event(conn, "user_registered", data, now)
+    except IntegrityError:
+        raise UsernameTaken(username) from None
+    return user, wallet, event
+
+
+async def user_by_username(username: str) -> User | None:
+    return await User.get_or_none(username=username)
+
+
+async def replace_password_hash(user_id: uuid.UUID, password_hash: str) -> None:
+    await User.filter(id=user_id).update(password_hash=password_hash)
+
+
+async def open_session(user_id: uuid.UUID, token_hash: str, ttl_seconds: int) -> datetime:
+    now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=ttl_seconds)
+    await Session.create(
+        token_hash=token_hash, user_id=user_id, created_at=now, expires_at=expires_at
+    )
+    return expires_at
+
+
+async def session_user(token_hash: str) -> User | None:
+    session = await Session.get_or_none(token_hash=token_hash, expires_at__gt=datetime.now(UTC))
+    if session is None:
+        return None
+    return await User.get_or_none(id=session.user_id)  # type: ignore[attr-defined]
+
+
+async def close_session(token_hash: str) -> None:
+    await Session.filter(token_hash=token_hash).delete()
+
+
+async def record_failed_login(username: str) -> None:
+    await LoginFailure.create(username=username, failed_at=datetime.now(UTC))
+
+
+async def recent_failures(username: str, window_seconds: int) -> list[datetime]:
+    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+    rows = (
+        await LoginFailure.filter(username=username, failed_at__gt=since)
+        .order_by("failed_at")
+        .values_list("failed_at", flat=True)
+    )
+    return list(rows)  # type: ignore[arg-type]
+
+
+async def clear_failures(username: str) -> None:
+    await LoginFailure.filter(username=username).delete()
+
+
+async def purge_expired(now: datetime | None = None) -> None:
+    """Housekeeping: sessions and failed logins nobody can use any more."""
+    moment = now or datetime.now(UTC)
+    await Session.filter(expires_at__lte=moment).delete()
+    await LoginFailure.filter(failed_at__lte=moment - timedelta(days=1)).delete()

@@ -1,0 +1,318 @@
+"""Prometheus metrics for one daemon, and the per-agent bookkeeping behind them.
+
+Every ``Metrics`` owns its own registry rather than the process-wide default, so
+several apps or daemons built in one test process never collide on names.
+Labels carry bounded values only (agent names, route templates, methods,
+status codes, sender kinds): never user ids, phone numbers or raw paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from voltpay import __version__
+
+# From half a millisecond (an in-memory reply) to ten seconds (a vend that is
+# about to time out), roughly 2.5x apart so p50 and p99 stay readable.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+# An error text is shown to operators, not stored for analysis; a full
+# traceback in every /api/agents answer would drown the useful part.
+_MAX_ERROR_CHARS = 500
+
+AgentState = Literal["running", "stopped", "crashed"]
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Metrics:
+    """The daemon's metrics, each an attribute, all in ``self.registry``."""
+
+    def __init__(self, *, version: str = __version__, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        if process_metrics:
+            # The default registry carries these; a private registry must add
+            # them itself or operators lose memory, CPU and descriptor graphs.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+        agent = ("agent",)
+        self.agent_processed = Counter(
+            "voltpay_agent_messages_processed_total",
+            "Messages an agent finished handling, failed ones included.",
+            agent,
+            registry=registry,
+        )
+        self.agent_failures = Counter(
+            "voltpay_agent_failures_total",
+            "Messages whose handler failed.",
+            agent,
+            registry=registry,
+        )
+        self.agent_duration = Histogram(
+            "voltpay_agent_handling_duration_seconds",
+            "Time an agent spent handling one message.",
+            agent,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.agent_mailbox_depth = Gauge(
+            "voltpay_agent_mailbox_depth",
+            "Messages waiting in an agent's mailbox.",
+            agent,
+            registry=registry,
+        )
+        self.agent_mailbox_capacity = Gauge(
+            "voltpay_agent_mailbox_capacity",
+            "How many messages an agent's mailbox holds before senders are refused.",
+            agent,
+            registry=registry,
+        )
+        self.agent_in_flight = Gauge(
+            "voltpay_agent_in_flight",
+            "Messages an agent is handling right now.",
+            agent,
+            registry=registry,
+        )
+
+        self.outbox_waiting = Gauge(
+            "voltpay_outbox_waiting_rows",
+            "Outbox rows not yet published.",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "voltpay_outbox_oldest_waiting_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none wait).",
+            registry=registry,
+        )
+        self.outbox_published = Counter(
+            "voltpay_outbox_published_total",
+            "Outbox rows published to SNS.",
+            registry=registry,
+        )
+        self.outbox_publish_failures = Counter(
+            "voltpay_outbox_publish_failures_total",
+            "Outbox rows whose publish attempt failed (they are retried).",
+            registry=registry,
+        )
+
+        self.sqs_received = Counter(
+            "voltpay_sqs_received_total",
+            "Messages received from the SQS queue.",
+            registry=registry,
+        )
+        self.sqs_deleted = Counter(
+            "voltpay_sqs_deleted_total",
+            "Messages deleted from the SQS queue after handling.",
+            registry=registry,
+        )
+        self.sqs_duplicates_skipped = Counter(
+            "voltpay_sqs_duplicates_skipped_total",
+            "Messages skipped because their eventId was already handled.",
+            registry=registry,
+        )
+        self.sqs_visibility_extensions = Counter(
+            "voltpay_sqs_visibility_extensions_total",
+            "Visibility timeout extensions for messages still being handled.",
+            registry=registry,
+        )
+        self.sqs_dead_letter_messages = Gauge(
+            "voltpay_sqs_dead_letter_messages",
+            "Approximate number of messages in the dead-letter queue.",
+            registry=registry,
+        )
+
+        sender = ("sender",)
+        self.sms_sent = Counter(
+            "voltpay_sms_sent_total",
+            "SMS messages handed to a sender successfully.",
+            sender,
+            registry=registry,
+        )
+        self.sms_failed = Counter(
+            "voltpay_sms_failed_total",
+            "SMS messages a sender failed to send.",
+            sender,
+            registry=registry,
+        )
+
+        self.http_requests = Counter(
+            "voltpay_http_requests_total",
+            "HTTP requests answered, by route template, method and status code.",
+            ("route", "method", "status"),
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "voltpay_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ("route", "method"),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+
+        self.build_info = Gauge(
+            "voltpay_build_info",
+            "Always 1; the version label says which build is running.",
+            ("version",),
+            registry=registry,
+        )
+        self.build_info.labels(version=version).set(1)
+
+        self._agents: dict[str, AgentStats] = {}
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """The current value of one sample (e.g. ``voltpay_sqs_received_total``)."""
+        return self.registry.get_sample_value(name, labels or {})
+
+    def agent(self, name: str, capacity: int) -> AgentStats:
+        """The stats of agent ``name``, created on first use."""
+        stats = self._agents.get(name)
+        if stats is None:
+            stats = AgentStats(name=name, capacity=capacity, metrics=self)
+            self._agents[name] = stats
+        else:
+            stats.set_capacity(capacity)
+        return stats
+
+    def agents(self) -> list[AgentStats]:
+        """Every registered agent, in registration order."""
+        return list(self._agents.values())
+
+
+@dataclass(eq=False)
+class AgentStats:
+    """One agent's state as operators see it; each method keeps the metrics in step.
+
+    Call ``enqueued`` when a message enters the mailbox, ``dequeued`` when the
+    agent takes it out, ``began`` when its handler starts and ``succeeded`` or
+    ``failed`` when it ends. ``processed`` counts every handled message and
+    ``failures`` the subset that failed, so their ratio is the failure rate.
+    """
+
+    name: str
+    capacity: int
+    metrics: Metrics = field(repr=False)
+    state: AgentState = "stopped"
+    depth: int = 0
+    in_flight: int = 0
+    processed: int = 0
+    # Not ``failed``: that name is the method below.
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Bound once: agents update these per message, and labels() takes a
+        # lock and a dict lookup every time.
+        metrics, agent = self.metrics, self.name
+        self._processed = metrics.agent_processed.labels(agent=agent)
+        self._failures = metrics.agent_failures.labels(agent=agent)
+        self._duration = metrics.agent_duration.labels(agent=agent)
+        self._depth = metrics.agent_mailbox_depth.labels(agent=agent)
+        self._capacity = metrics.agent_mailbox_capacity.labels(agent=agent)
+        self._in_flight = metrics.agent_in_flight.labels(agent=agent)
+        self._capacity.set(self.capacity)
+        self._depth.set(self.depth)
+        self._in_flight.set(self.in_flight)
+
+    def started(self) -> None:
+        self.state = "running"
+
+    def stopped(self) -> None:
+        self.state = "stopped"
+
+    def crashed(self, error: str) -> None:
+        """The agent's loop itself died (not one message): it serves nothing now."""
+        self.state = "crashed"
+        self._remember(error)
+
+    def enqueued(self) -> None:
+        self.set_depth(self.depth + 1)
+
+    def dequeued(self) -> None:
+        self.set_depth(self.depth - 1)
+
+    def set_depth(self, depth: int) -> None:
+        """For agents that can read their mailbox's size directly."""
+        self.depth = max(0, depth)
+        self._depth.set(self.depth)
+
+    def set_capacity(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._capacity.set(capacity)
+
+    def began(self) -> None:
+        self.in_flight += 1
+        self._in_flight.set(self.in_flight)
+
+    def succeeded(self, duration_seconds: float) -> None:
+        self._finished(duration_seconds)
+
+    def failed(self, duration_seconds: float, error: str) -> None:
+        self._finished(duration_seconds)
+        self.failures += 1
+        self._failures.inc()
+        self._remember(error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.name,
+            "state": self.state,
+            "mailboxDepth": self.depth,
+            "mailboxCapacity": self.capacity,
+            "inFlight": self.in_flight,
+            "processed": self.processed,
+            "failed": self.failures,
+            "lastError": self.last_error,
+            "lastErrorAt": _rfc3339(self.last_error_at),
+        }
+
+    def _finished(self, duration_seconds: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self._in_flight.set(self.in_flight)
+        self.processed += 1
+        self._processed.inc()
+        self._duration.observe(max(0.0, duration_seconds))
+
+    def _remember(self, error: str) -> None:
+        self.last_error = error[:_MAX_ERROR_CHARS]
+        self.last_error_at = datetime.now(UTC)
