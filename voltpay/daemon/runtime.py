@@ -47,7 +47,7 @@ class Daemon:
     _closers: list[tuple[str, Step]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _watchdog: asyncio.Task[None] | None = None
-    _pipeline: Pipeline | None = None
+    pipeline: Pipeline | None = None
     bills: BillsAgent | None = None
     wallets: WalletsAgent | None = None
 
@@ -65,7 +65,7 @@ class Daemon:
         self._on_close("provider", provider.close)
 
         pipeline = Pipeline(settings, self.metrics, self.readiness, sms_sender=self.sms_sender)
-        self._pipeline = pipeline
+        self.pipeline = pipeline
         await pipeline.open()
         self._on_close("event pipeline bridges", pipeline.close)
 
@@ -136,16 +136,16 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._pipeline is not None:
-            await self._pipeline.stop_intake()
+        if self.pipeline is not None:
+            await self.pipeline.stop_intake()
         for agent in (self.bills, self.wallets):
             if agent is not None:
                 agent.mailbox.stop_accepting()
                 await agent.mailbox.drained()
         if self.bills is not None:
             await self.bills.stop_reconciler()
-        if self._pipeline is not None:
-            await self._pipeline.drain()
+        if self.pipeline is not None:
+            await self.pipeline.drain()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

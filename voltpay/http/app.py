@@ -13,7 +13,7 @@ from aiohttp import web
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
-from voltpay.http.context import CURRENT_USER, SERVICES, Services
+from voltpay.http.context import CURRENT_USER, SERVICES, TOKEN_DIGEST, Services
 from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
@@ -118,7 +118,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if user is None:
         raise unauthorized("the token is unknown, expired or logged out")
     request[CURRENT_USER] = user
-    request["voltpay.token_digest"] = digest
+    request[TOKEN_DIGEST] = digest
     return await handler(request)
 
 

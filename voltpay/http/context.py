@@ -50,7 +50,8 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-CURRENT_USER = "voltpay.user"
+CURRENT_USER = web.RequestKey("user", User)
+TOKEN_DIGEST = web.RequestKey("token_digest", str)
 
 
 def services(request: web.Request) -> Services:

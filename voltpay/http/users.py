@@ -10,7 +10,7 @@ from aiohttp import web
 from voltpay.domain.events import rfc3339
 from voltpay.http import auth
 from voltpay.http.bodies import json_response, read_model
-from voltpay.http.context import current_user, services
+from voltpay.http.context import TOKEN_DIGEST, current_user, services
 from voltpay.http.problems import Problem, unauthorized
 from voltpay.http.schemas import LoginRequest, RegisterRequest
 from voltpay.models import users, wallets
@@ -91,8 +91,8 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    digest = request.get("voltpay.token_digest")
-    if not isinstance(digest, str):
+    digest = request.get(TOKEN_DIGEST)
+    if digest is None:
         raise unauthorized()
     await users.close_session(digest)
     return web.Response(status=204)

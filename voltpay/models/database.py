@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 
 APP_LABEL = "models"
@@ -59,8 +60,7 @@ async def apply_migrations(url: str) -> None:
     try:
         await migrate(config=config)
     finally:
-        await connections.close_all(discard=True)
-        await Tortoise._reset_apps()
+        await close_database()
 
 
 async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: bool = True) -> None:
@@ -72,6 +72,12 @@ async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: boo
 
 async def close_database() -> None:
     await connections.close_all(discard=True)
+    # Forget the models' binding and the compiled INSERTs too: Tortoise keys
+    # its statement cache by connection name, not dialect, so a later open on
+    # another database kind in the same process (the tests run SQLite and
+    # PostgreSQL side by side) would reuse SQL of the wrong dialect.
+    await Tortoise._reset_apps()
+    EXECUTOR_CACHE.clear()
 
 
 def dialect() -> str:

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real PostgreSQL database per run, SQLite per test, the
+SNS/SQS API over HTTP (moto's server), and the daemon in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+
+from tests.client import Api, api_for
+from tests.fakes.moto_server import moto_server_fixture
+from voltpay.bridges.electricity import SimulatedProvider
+from voltpay.config import Settings
+from voltpay.daemon.runtime import Daemon
+from voltpay.models.database import apply_migrations
+
+PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+moto_server_url = moto_server_fixture()
+T = TypeVar("T")
+
+
+def run_blocking(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run async set-up on a loop of its own, even when called from a test's loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
+
+
+def _pg_url(database: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this run, migrated once, dropped at the end."""
+    name = f"voltpay_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    try:
+        run_blocking(lambda: admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for these tests: {exc}")
+    url = _pg_url(name)
+    run_blocking(lambda: apply_migrations(url))
+    yield url
+    run_blocking(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "voltpay.sqlite3"
+    run_blocking(lambda: apply_migrations(f"sqlite://{path}"))
+    return path
+
+
+async def _truncate(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'tortoise_migrations'"
+        )
+        names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+        await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> AsyncIterator[str]:
+    """Each test runs on both: SQLite (a fresh file) and PostgreSQL (emptied)."""
+    if request.param == "sqlite":
+        path = tmp_path / "voltpay.sqlite3"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite://{path}"
+    else:
+        url: str = request.getfixturevalue("postgres_url")
+        await _truncate(url)
+        yield url
+
+
+def make_settings(database_url: str, moto_url: str, **overrides: Any) -> Settings:
+    suffix = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "http": {"host": "127.0.0.1", "port": 0, "shutdown_grace_seconds": 5},
+        "database": {"url": database_url},
+        "aws": {
+            "endpoint_url": moto_url,
+            "topic_name": f"events-{suffix}",
+            "queue_name": f"notifications-{suffix}",
+            "dead_letter_queue_name": f"notifications-dlq-{suffix}",
+            "wait_time_seconds": 1,
+            "visibility_timeout_seconds": 5,
+        },
+        "provider": {"vend_timeout_seconds": 2},
+        "billing": {"reconcile_interval_seconds": 0.2},
+        "outbox": {"relay_interval_seconds": 0.2, "max_backoff_seconds": 0.5},
+        "systemd": {"enabled": False},
+        "log": {"format": "text", "level": "WARNING"},
+    }
+    for section, fields in overrides.items():
+        values.setdefault(section, {}).update(fields)
+    return Settings(**values)
+
+
+@pytest.fixture
+def provider() -> SimulatedProvider:
+    return SimulatedProvider(
+        tariff_minor_per_kwh=6800, minimum_amount_minor=1000, maximum_amount_minor=50_000_000
+    )
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, dict[str, Any]]:
+    """Override per test module or test to change the daemon's settings."""
+    return {}
+
+
+@pytest.fixture
+async def daemon(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    settings_overrides: dict[str, dict[str, Any]],
+) -> AsyncIterator[Daemon]:
+    settings = make_settings(database_url, moto_server_url, **settings_overrides)
+    running = Daemon(settings, provider=provider)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def api(daemon: Daemon) -> AsyncIterator[Api]:
+    assert daemon.port is not None
+    async with api_for(daemon.port) as client:
+        yield client

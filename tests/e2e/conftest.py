@@ -1,0 +1,388 @@
+"""End-to-end fixtures: ``voltpay run`` as a subprocess, the way a user meets it.
+
+Every daemon is started by the ``daemons`` fixture, which SIGKILLs whatever is
+still running at teardown (a failed test never leaves a daemon behind). A
+daemon runs with ``cwd`` in a temporary folder, so the default SQLite database
+lands in that folder's ``./var/``; ``pg_database`` hands out a fresh, uniquely
+named PostgreSQL database and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import aiohttp
+import asyncpg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+READY_TIMEOUT_SECONDS = 40.0
+PASSWORD = "correct-horse-battery-staple"
+PHONE = "+2348012345678"
+METER = "A123456"
+TOKEN_PATTERN = r"^\d{4}-\d{4}-\d{4}-\d{4}-\d{4}$"
+# Inherited variables that would change how a daemon under test behaves.
+_SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "TWILIO_EDGE", "TWILIO_REGION")
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def daemon_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without any VOLTPAY_* or systemd variables, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().startswith("VOLTPAY_") and key not in _SCRUBBED
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "the condition",
+) -> T:
+    """Call ``probe`` until it returns something other than None/False, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class DaemonProcess:
+    """One ``voltpay run`` subprocess with its output captured to files."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    cwd: Path
+    stdout_path: Path
+    stderr_path: Path
+    _files: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def describe(self) -> str:
+        return (
+            f"daemon pid {self.pid} (exit {self.process.poll()})\n"
+            f"--- stderr ---\n{self.stderr()[-4000:]}\n--- stdout (tail) ---\n"
+            f"{self.stdout()[-4000:]}"
+        )
+
+    def send(self, signum: signal.Signals) -> None:
+        if self.running:
+            os.kill(self.pid, signum)
+
+    async def wait_exit(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.process.poll()) is None:
+            if time.monotonic() >= deadline:
+                pytest.fail(f"the daemon did not exit within {timeout} s\n{self.describe()}")
+            await asyncio.sleep(0.05)
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL, and reap it."""
+        self.send(signal.SIGKILL)
+        await self.wait_exit(10)
+
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = READY_TIMEOUT_SECONDS):
+        """Poll /readyz until it answers 200; fail early if the process died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                pytest.fail(f"the daemon exited before it was ready\n{self.describe()}")
+            try:
+                async with http.get(
+                    self.base_url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)
+                ) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() >= deadline:
+                pytest.fail(f"/readyz was not 200 within {timeout} s\n{self.describe()}")
+            await asyncio.sleep(0.1)
+
+    def close_files(self) -> None:
+        for handle in self._files:
+            handle.close()
+        self._files.clear()
+
+
+class Daemons:
+    """Starts daemons and guarantees they are gone at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._started: list[DaemonProcess] = []
+
+    def start(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        port: int | None = None,
+        log_format: str = "json",
+    ) -> DaemonProcess:
+        """``python -m voltpay run`` in ``cwd`` (default: the test's tmp folder)."""
+        cwd = cwd or self._root
+        cwd.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        extra = {"VOLTPAY_HTTP__PORT": str(port), "VOLTPAY_LOG__FORMAT": log_format}
+        extra.update(env or {})
+        index = len(self._started)
+        stdout_path = self._root / f"daemon-{index}.stdout.log"
+        stderr_path = self._root / f"daemon-{index}.stderr.log"
+        stdout = stdout_path.open("wb")
+        stderr = stderr_path.open("wb")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "voltpay", "run"],
+                cwd=cwd,
+                env=daemon_environment(extra),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except BaseException:
+            stdout.close()
+            stderr.close()
+            raise
+        daemon = DaemonProcess(
+            process, port, cwd, stdout_path, stderr_path, _files=[stdout, stderr]
+        )
+        self._started.append(daemon)
+        return daemon
+
+    def cleanup(self) -> None:
+        for daemon in self._started:
+            if daemon.running:
+                daemon.process.send_signal(signal.SIGKILL)
+            try:
+                daemon.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a wedged kernel
+                pass
+            daemon.close_files()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    launcher = Daemons(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.cleanup()
+
+
+def run_cli(
+    args: list[str], env: Mapping[str, str] | None = None, *, cwd: Path, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``python -m voltpay ARGS`` to completion (for commands that exit by themselves)."""
+    return subprocess.run(
+        [sys.executable, "-m", "voltpay", *args],
+        cwd=cwd,
+        env=daemon_environment(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped at teardown."""
+    name = f"voltpay_e2e_{uuid.uuid4().hex[:16]}"
+    try:
+        await _admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for this test: {exc}")
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        # FORCE: a SIGKILLed daemon's sessions may linger for a moment.
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings selecting the database: the embedded default (SQLite under the
+    daemon's ./var/) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_database")
+    return {"VOLTPAY_DATABASE__URL": url}
+
+
+# -- a thin API client --------------------------------------------------------
+
+
+class ApiError(AssertionError):
+    pass
+
+
+@dataclass
+class Api:
+    """One user's view of a daemon's HTTP API."""
+
+    http: aiohttp.ClientSession
+    base_url: str
+    token: str | None = None
+    user_id: str | None = None
+    wallet_id: str | None = None
+
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers.update(extra or {})
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """(status, decoded JSON body or None, headers)."""
+        kwargs: dict[str, Any] = {"headers": self._headers(headers)}
+        if body is not None:
+            kwargs["json"] = body
+        async with self.http.request(method, self.base_url + path, **kwargs) as response:
+            raw = await response.read()
+            payload = None
+            if raw and "json" in response.headers.get("Content-Type", ""):
+                payload = await response.json(content_type=None)
+            return response.status, payload, response.headers
+
+    async def expect(
+        self, status: int, method: str, path: str, body: Any = None, **kwargs: Any
+    ) -> Any:
+        got, payload, _ = await self.request(method, path, body, **kwargs)
+        if got != status:
+            raise ApiError(f"{method} {path}: expected {status}, got {got}: {payload}")
+        return payload
+
+    async def register_and_login(self, username: str | None = None) -> Api:
+        username = username or f"user_{uuid.uuid4().hex[:12]}"
+        registered = await self.expect(
+            201,
+            "POST",
+            "/api/auth/register",
+            {"username": username, "password": PASSWORD, "phoneNumber": PHONE},
+        )
+        login = await self.expect(
+            200, "POST", "/api/auth/login", {"username": username, "password": PASSWORD}
+        )
+        assert login["walletId"] == registered["walletId"]
+        self.token = login["token"]
+        self.user_id = login["userId"]
+        self.wallet_id = login["walletId"]
+        return self
+
+    async def add_funds(self, amount: str) -> Any:
+        return await self.expect(
+            200, "POST", f"/api/wallets/{self.wallet_id}/add-funds", {"amount": amount}
+        )
+
+    async def verify(self, amount: str, meter: str = METER) -> Any:
+        return await self.expect(
+            201, "POST", "/api/electricity/verify", {"meterNumber": meter, "amount": amount}
+        )
+
+    async def bill(self, bill_id: str) -> Any:
+        return await self.expect(200, "GET", f"/api/bills/{bill_id}")
+
+    async def balance(self) -> Decimal:
+        wallet = await self.expect(200, "GET", f"/api/wallets/{self.wallet_id}")
+        return Decimal(wallet["balance"])
+
+    async def transactions(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            page = await self.expect(
+                200,
+                "GET",
+                f"/api/wallets/{self.wallet_id}/transactions?limit=100"
+                + (f"&cursor={cursor}" if cursor else ""),
+            )
+            items.extend(page["items"])
+            if not page["nextCursor"]:
+                return items
+            cursor = page["nextCursor"]
+
+    async def notifications(self) -> list[dict[str, Any]]:
+        page = await self.expect(200, "GET", "/api/notifications?limit=100")
+        return list(page["items"])
+
+
+def ledger_sum(transactions: list[dict[str, Any]]) -> Decimal:
+    """credit + refund - debit over a wallet's ledger."""
+    signs = {"credit": 1, "refund": 1, "debit": -1}
+    return sum(
+        (signs[item["kind"]] * Decimal(item["amount"]) for item in transactions), Decimal("0")
+    )
