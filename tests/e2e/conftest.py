@@ -10,6 +10,7 @@ named PostgreSQL database and drops it afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -26,6 +27,8 @@ from typing import IO, Any, TypeVar
 import aiohttp
 import asyncpg
 import pytest
+
+from tests.fakes.moto_server import running_moto_server
 
 PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 READY_TIMEOUT_SECONDS = 40.0
@@ -73,6 +76,22 @@ async def eventually(
             return result
         if time.monotonic() >= deadline:
             pytest.fail(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def last_value(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+) -> T:
+    """Call ``probe`` until ``done(value)`` or the deadline; return the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value) or time.monotonic() >= deadline:
+            return value
         await asyncio.sleep(interval)
 
 
@@ -129,7 +148,9 @@ class DaemonProcess:
         self.send(signal.SIGKILL)
         await self.wait_exit(10)
 
-    async def wait_ready(self, http: aiohttp.ClientSession, timeout: float = READY_TIMEOUT_SECONDS):
+    async def wait_ready(
+        self, http: aiohttp.ClientSession, timeout: float = READY_TIMEOUT_SECONDS
+    ) -> None:
         """Poll /readyz until it answers 200; fail early if the process died."""
         deadline = time.monotonic() + timeout
         while True:
@@ -202,10 +223,8 @@ class Daemons:
         for daemon in self._started:
             if daemon.running:
                 daemon.process.send_signal(signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a wedged kernel
-                pass
             daemon.close_files()
 
 
@@ -268,13 +287,39 @@ async def pg_database() -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings selecting the database: the embedded default (SQLite under the
     daemon's ./var/) or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         return {}
     url: str = request.getfixturevalue("pg_database")
     return {"VOLTPAY_DATABASE__URL": url}
+
+
+# -- SNS/SQS that outlives a daemon --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def external_aws_url() -> Iterator[str]:
+    """moto's server in this process: an SNS/SQS endpoint that, like the real
+    services, keeps its topics and queued messages across daemon restarts."""
+    with running_moto_server() as url:
+        yield url
+
+
+def external_aws_env(endpoint_url: str) -> dict[str, str]:
+    """Settings pointing a daemon at ``endpoint_url`` with its own topic and queues."""
+    suffix = uuid.uuid4().hex[:12]
+    return {
+        "VOLTPAY_AWS__ENDPOINT_URL": endpoint_url,
+        "VOLTPAY_AWS__TOPIC_NAME": f"e2e-events-{suffix}",
+        "VOLTPAY_AWS__QUEUE_NAME": f"e2e-notifications-{suffix}",
+        "VOLTPAY_AWS__DEAD_LETTER_QUEUE_NAME": f"e2e-notifications-dlq-{suffix}",
+        # moto keeps answering a long poll its client abandoned at shutdown and
+        # hides what it hands that poll for the visibility timeout: keep both short.
+        "VOLTPAY_AWS__WAIT_TIME_SECONDS": "1",
+        "VOLTPAY_AWS__VISIBILITY_TIMEOUT_SECONDS": "5",
+    }
 
 
 # -- a thin API client --------------------------------------------------------

@@ -120,7 +120,7 @@ async def test_a_vend_returns_a_token_for_the_units_paid_for() -> None:
     assert result.tariff_minor_per_kwh == TARIFF
     assert re.fullmatch(r"SIM-[0-9]{12}", result.receipt_number)
     assert re.fullmatch(r"[0-9]{20}", result.token)
-    decoded = sts.decode_token(result.token, KEY)
+    decoded = sts.decode_token(result.token, provider.decoder_key(METER))
     assert decoded.crc_ok
     assert decoded.units_tenths_kwh == 14  # 1.47 kWh rounded down to tenths
     assert decoded.tid_minutes == sts.token_identifier(NOW)
@@ -204,7 +204,7 @@ async def test_a_lost_answer_still_vended_and_requery_says_so() -> None:
     assert requery.status is VendStatus.SUCCESS
     assert requery.reason is None
     assert requery.result is not None
-    assert sts.decode_token(requery.result.token, KEY).crc_ok
+    assert sts.decode_token(requery.result.token, provider.decoder_key(METER)).crc_ok
     # Retrying the same request id answers the vend that already happened.
     assert await provider.vend("request-1", METER, 10000) == requery.result
 
@@ -318,3 +318,20 @@ def test_build_provider_carries_the_test_switches() -> None:
 def test_build_provider_names_a_bad_setting(settings: ProviderSettings, named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):
         build_provider(settings)
+
+
+async def test_tokens_for_one_meter_never_repeat_within_a_minute() -> None:
+    provider = make_provider()
+    key = provider.decoder_key(METER)
+    tokens = [(await provider.vend(f"request-{n}", METER, 10000)).token for n in range(40)]
+    assert len(set(tokens)) == 40
+    identifiers = [sts.decode_token(token, key).tid_minutes for token in tokens]
+    assert identifiers == sorted(identifiers)
+    assert len(set(identifiers)) == 40
+
+
+async def test_each_meter_decodes_with_its_own_key() -> None:
+    provider = make_provider()
+    token = (await provider.vend("request-1", METER, 10000)).token
+    assert sts.decode_token(token, provider.decoder_key(METER)).crc_ok
+    assert provider.decoder_key(METER) != provider.decoder_key("A123456")

@@ -91,6 +91,7 @@ class BillsAgent:
         self._reconcile_interval = reconcile_interval_seconds
         self._on_events = on_events
         self._reconciler: asyncio.Task[None] | None = None
+        self._stop_reconciling = asyncio.Event()
         self.mailbox: Mailbox[BillCommand, BillAnswer] = Mailbox(
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
@@ -195,22 +196,24 @@ class BillsAgent:
 
     def start_reconciler(self) -> None:
         if self._reconciler is None:
+            self._stop_reconciling.clear()
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
 
     async def stop_reconciler(self) -> None:
+        """Finish the pass under way, then stop (never cancelled mid-query)."""
         task, self._reconciler = self._reconciler, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stop_reconciling.set()
+            await task
 
     async def _reconcile_forever(self) -> None:
-        while True:
+        while not self._stop_reconciling.is_set():
             try:
                 await self.reconcile_once()
             except Exception:
                 log.exception("reconciliation pass failed; retrying")
-            await asyncio.sleep(self._reconcile_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_reconciling.wait(), self._reconcile_interval)
 
     async def reconcile_once(self, now: datetime | None = None) -> int:
         """Settle every bill whose vend has been unanswered past the timeout."""

@@ -12,6 +12,7 @@ and is deferred, not sent.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import uuid
@@ -62,7 +63,7 @@ class NotificationsAgent:
             return await self._handle(event)
 
     async def _handle(self, event: Event) -> Disposition:
-        first_time = await store.record_inbox(event.event_id, event.type)
+        await store.record_inbox(event.event_id, event.type)
         user_id = _uuid(event.data.get("userId"))
         phone = await store.phone_of(user_id) if user_id else None
         try:
@@ -74,14 +75,12 @@ class NotificationsAgent:
             event.event_id, event.type, user_id, phone or "", body
         )
         if notification.status != store.QUEUED:
-            if not first_time:
-                self._metrics.sqs_duplicates_skipped.inc()
+            self._metrics.sqs_duplicates_skipped.inc()
             return Disposition.DUPLICATE
         if not phone:
             await store.mark_failed(notification.id, self._sender.name, "no phone number")
             return Disposition.DONE
         if not await store.claim(notification.id, self._lease):
-            self._metrics.sqs_duplicates_skipped.inc()
             return Disposition.DEFER
         return await self._send(notification.id, phone, body, event)
 
@@ -90,7 +89,16 @@ class NotificationsAgent:
     ) -> Disposition:
         sender = self._sender.name
         try:
-            receipt = await self._sender.send(SmsMessage(phone, body, str(event.event_id)))
+            # Bounded by the lease, so no other consumer can claim the row
+            # (and send again) while this send is still under way.
+            receipt = await asyncio.wait_for(
+                self._sender.send(SmsMessage(phone, body, str(event.event_id))),
+                self._lease * 0.9,
+            )
+        except TimeoutError:
+            self._metrics.sms_failed.labels(sender=sender).inc()
+            await store.release(notification_id, "the SMS send timed out")
+            return Disposition.RETRY
         except SmsError as exc:
             self._metrics.sms_failed.labels(sender=sender).inc()
             if exc.permanent:

@@ -64,13 +64,16 @@ class OutboxRelay:
             self.stats.started()
 
     async def stop(self) -> None:
+        """Let the pass under way finish, then stop.
+
+        Never cancelled mid-pass: a cancelled database call can leave
+        claimed rows (or, on SQLite, the connection's lock) behind.
+        """
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             self._wakeup.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task
         self.stats.stopped()
 
     async def _run(self) -> None:
@@ -78,6 +81,8 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._interval)
             self._wakeup.clear()
+            if self._stopping:
+                break
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -109,7 +114,12 @@ class OutboxRelay:
         self.stats.began()
         started = time.perf_counter()
         events = [OutgoingEvent(str(r.event_id), r.event_type, r.body) for r in rows]
-        outcomes = await self._publisher.publish_batch(events)
+        try:
+            outcomes = await self._publisher.publish_batch(events)
+        except Exception as exc:
+            log.exception("publishing a batch failed unexpectedly")
+            error = f"{type(exc).__name__}: {exc}"
+            outcomes = [PublishOutcome(e.event_id, False, None, error, True) for e in events]
         return await self._record(rows, outcomes, started)
 
     async def _record(

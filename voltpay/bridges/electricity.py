@@ -29,7 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -292,6 +292,7 @@ class SimulatedProvider:
         self._clock = clock if clock is not None else _utc_now
         self._max_remembered_requests = max_remembered_requests
         self._records: OrderedDict[str, _VendRecord] = OrderedDict()
+        self._last_token_minute: OrderedDict[str, int] = OrderedDict()
         self._next_receipt = self._rng.randrange(_RECEIPT_NUMBERS)
 
     async def verify(self, meter_number: str) -> MeterInfo:
@@ -386,9 +387,9 @@ class SimulatedProvider:
         try:
             token = sts.generate_token(
                 units_tenths_kwh,
-                self._clock(),
+                self._issue_time(meter),
                 self._rng.randrange(16),
-                self._token_key,
+                self.decoder_key(meter),
             )
         except ValueError as exc:
             return failed(f"no token could be generated: {exc}")
@@ -400,6 +401,29 @@ class SimulatedProvider:
             receipt_number=self._new_receipt_number(),
         )
         return _VendRecord(meter, amount_minor, VendStatus.SUCCESS, result=result)
+
+    def _issue_time(self, meter: str) -> datetime:
+        """Now, or one minute past this meter's last token when that is later.
+
+        A meter accepts each token identifier once and only ever rising ones,
+        so two tokens for one meter in the same minute must not share it; real
+        vending servers step the identifier forward the same way.
+        """
+        now = self._clock()
+        minutes = sts.token_identifier(now)
+        last = self._last_token_minute.get(meter)
+        if last is not None and last >= minutes:
+            minutes = last + 1
+            now = sts.BASE_DATE_2014 + timedelta(minutes=minutes)
+        self._last_token_minute[meter] = minutes
+        self._last_token_minute.move_to_end(meter)
+        if len(self._last_token_minute) > self._max_remembered_requests:
+            self._last_token_minute.popitem(last=False)
+        return now
+
+    def decoder_key(self, meter: str) -> bytes:
+        # Each meter decodes with a key of its own, as STS decoder keys are.
+        return self._token_key + b":" + meter.encode()
 
     def _happens(self, probability: float) -> bool:
         return probability > 0 and self._rng.random() < probability

@@ -173,7 +173,7 @@ class _TwilioTransport(AsyncTwilioHttpClient):  # type: ignore[misc]
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         # The name and meaning are the twilio client's; it is what calls this.
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Any:
         headers = dict(headers or {})

@@ -123,6 +123,17 @@ class SqsConsumer:
         )
         return int(response["Attributes"]["ApproximateNumberOfMessages"])
 
+    async def depth(self) -> int:
+        """Messages in the queue, visible or in flight (approximate, as SQS says)."""
+        response = await self._sqs.get_queue_attributes(
+            QueueUrl=self._queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attributes = response["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
     async def check(self) -> None:
         """Raise unless the queue answers (for readiness)."""
         await self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])

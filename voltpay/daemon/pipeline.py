@@ -4,7 +4,9 @@ the agents that relay the outbox, poll SQS, notify and audit."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from voltpay.agents.audit import AuditAgent
@@ -19,9 +21,12 @@ from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import SqsConsumer
 from voltpay.config import Settings
 from voltpay.http.context import Readiness
+from voltpay.models import outbox as outbox_store
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon.pipeline")
+NOTIFY_LEASE_SECONDS = 60
+REPUBLISH_WINDOW_DAYS = 7
 
 
 class Pipeline:
@@ -52,6 +57,10 @@ class Pipeline:
             self._embedded = EmbeddedAwsEndpoint()
             self.endpoint_url = await self._embedded.astart()
             log.info("embedded SNS/SQS endpoint at %s", self.endpoint_url)
+            since = datetime.now(UTC) - timedelta(days=REPUBLISH_WINDOW_DAYS)
+            again = await outbox_store.republish_unconsumed(since)
+            if again:
+                log.info("publishing %d events again: the embedded bus lost them", again)
         else:
             self.endpoint_url = aws.endpoint_url or None
         self._clients = await AwsClients.from_settings(aws, embedded_endpoint_url=self.endpoint_url)
@@ -86,7 +95,8 @@ class Pipeline:
             capacity=in_flight,
             concurrency=min(in_flight, 32),
             currency=settings.limits.currency,
-            lease_seconds=float(settings.aws.visibility_timeout_seconds),
+            # At least as long as the SMS sender's own retries can take.
+            lease_seconds=float(max(settings.aws.visibility_timeout_seconds, NOTIFY_LEASE_SECONDS)),
         )
         self.audit = AuditAgent(
             app, metrics=self._metrics, capacity=in_flight, concurrency=min(in_flight, 8)
@@ -113,25 +123,47 @@ class Pipeline:
             self.relay.wake()
 
     async def stop_intake(self) -> None:
-        if self.poller is not None:
+        # An external queue keeps its messages for other daemons; the embedded
+        # one dies with us, so it is consumed to the end in drain() instead.
+        if self.poller is not None and self._embedded is None:
             await self.poller.stop_polling()
 
-    async def drain(self) -> None:
-        """Finish consumed messages, then publish what the outbox still holds."""
-        if self.poller is not None:
-            await self.poller.drain()
-        if self.notifications is not None:
-            self.notifications.mailbox.stop_accepting()
-            await self.notifications.mailbox.drained()
-        if self.audit is not None:
-            self.audit.mailbox.stop_accepting()
-            await self.audit.mailbox.drained()
+    async def drain(self, deadline_seconds: float = 10.0) -> None:
+        """Publish what the outbox still holds; with the embedded bus, consume it
+        all too; then finish the messages in hand."""
         if self.relay is not None:
             await self.relay.stop()
             try:
                 await self.relay.flush()
             except Exception:
                 log.exception("final outbox flush failed; the rows stay for the next start")
+        if self._embedded is not None and self.poller is not None:
+            await self._consume_to_the_end(deadline_seconds)
+        if self.poller is not None:
+            await self.poller.drain()
+        for agent in (self.notifications, self.audit):
+            if agent is not None:
+                agent.mailbox.stop_accepting()
+                await agent.mailbox.drained()
+
+    async def _consume_to_the_end(self, deadline_seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_seconds
+        while loop.time() < deadline:
+            try:
+                if (
+                    await self._consumer.depth() == 0
+                    and self.poller is not None
+                    and self.poller.in_flight == 0
+                ):
+                    return
+            except Exception as exc:
+                log.warning("reading the queue depth failed: %s", exc)
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "the embedded queue was not empty at shutdown; unconsumed events go out again at the next start"
+        )
 
     async def close(self) -> None:
         if self._sms_sender is not None:

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 
 MINOR_PER_MAJOR = 100
 _CENT = Decimal("0.01")
+_TOO_LARGE = Decimal(10) ** 16
 _DECIMAL_STRING = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")
 
 
@@ -47,6 +48,8 @@ def parse_amount(value: object) -> Decimal:
         raise AmountError("invalid_amount", "amount has more than 2 decimal places")
     if amount <= 0:
         raise AmountError("amount_not_positive", "amount must be greater than 0")
+    if amount >= _TOO_LARGE:
+        raise AmountError("amount_above_maximum", "amount is far above any limit")
     return amount.quantize(_CENT)
 
 

@@ -14,6 +14,7 @@ from voltpay.http.problems import Problem, validation_failed
 
 B = TypeVar("B", bound=BaseModel)
 _CUSTOM_PREFIX = ("invalid_", "amount_")
+_GENERIC = frozenset({"missing", "invalid_value"})
 
 
 def _reject_constant(name: str) -> Any:
@@ -65,9 +66,7 @@ def validate(model: type[B], payload: Any) -> B:
         return model.model_validate(payload)
     except ValidationError as exc:
         errors = field_errors(exc)
-        first_custom = next(
-            (e["code"] for e in errors if e["code"].startswith(_CUSTOM_PREFIX)), None
-        )
+        first_custom = next((e["code"] for e in errors if e["code"] not in _GENERIC), None)
         raise Problem(
             422,
             first_custom or "validation_failed",

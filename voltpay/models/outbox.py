@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.events import Event, EventType, new_event
-from voltpay.models.tables import OutboxEvent
+from voltpay.models.tables import InboxEvent, OutboxEvent
 
 
 async def record_event(
@@ -73,6 +73,19 @@ async def mark_failed(row_id: int, error: str, retry_in_seconds: float) -> None:
         next_attempt_at=moment + timedelta(seconds=retry_in_seconds),
         claimed_until=None,
     )
+
+
+async def republish_unconsumed(since: datetime) -> int:
+    """Mark published-but-never-consumed events for publishing again.
+
+    For a bus that keeps its queues in memory (the embedded endpoint), whatever
+    it held when the daemon stopped is gone; consumers de-duplicate by event
+    id, so publishing those events again is safe.
+    """
+    consumed = InboxEvent.filter(received_at__gte=since).values_list("event_id", flat=True)
+    return await OutboxEvent.filter(
+        published_at__isnull=False, created_at__gte=since, event_id__not_in=Subquery(consumed)
+    ).update(published_at=None, claimed_until=None, next_attempt_at=datetime.now(UTC))
 
 
 async def backlog() -> tuple[int, datetime | None]:

@@ -1,0 +1,72 @@
+"""What one bench run does: the knobs of ``python -m bench``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PARTS = ("healthz", "pay", "add-funds", "verify", "pipeline", "bridges", "drain", "rss")
+DATABASES = ("sqlite", "postgres")
+RESULTS = Path(__file__).with_name("results")
+PG_ADMIN_URL = os.environ.get("VOLTPAY_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False
+    duration: int = 10  # seconds of each measured wrk run
+    warmup: int = 2  # seconds of wrk before each measured run (same load, not counted)
+    connections: list[int] = field(default_factory=lambda: [1, 16, 64])
+    rounds: int = 3  # rounds of each voltpay/ceiling pair at the highest connection level
+    only: frozenset[str] = frozenset(PARTS)
+    databases: list[str] = field(default_factory=lambda: list(DATABASES))
+    users: int = 2000
+    wrk_threads: int = 1
+    pipeline_events: int = 500  # payments per pipeline round on the embedded endpoint
+    pipeline_rounds: int = 3
+    stub_events: int = 5000  # events per bridges round against the instant stub
+    drain_rounds: int = 2
+    drain_connections: int | None = None  # default: the highest connection level
+    rss_seconds: int = 300
+    pg_admin_url: str = PG_ADMIN_URL
+    out_dir: Path = RESULTS
+    profile: bool = False
+    http_aws: str = "stub"  # the daemon's SNS/SQS endpoint for the HTTP measurements
+    keep_workdir: bool = False
+
+    @property
+    def top_connections(self) -> int:
+        return max(self.connections)
+
+    def rounds_at(self, connections: int) -> int:
+        """All rounds at the highest level, one elsewhere (to keep the run short)."""
+        return self.rounds if connections == self.top_connections else 1
+
+    @property
+    def drain_level(self) -> int:
+        return self.drain_connections or self.top_connections
+
+    def wants(self, part: str) -> bool:
+        return part in self.only
+
+    @property
+    def drain_database(self) -> str:
+        """Drain and RSS run once, on PostgreSQL when it is measured."""
+        return "postgres" if "postgres" in self.databases else self.databases[0]
+
+    @classmethod
+    def quick_defaults(cls) -> BenchConfig:
+        return cls(
+            quick=True,
+            duration=2,
+            warmup=1,
+            connections=[16],
+            rounds=1,
+            users=200,
+            pipeline_events=50,
+            pipeline_rounds=1,
+            stub_events=500,
+            drain_rounds=1,
+            rss_seconds=5,
+        )

@@ -1,0 +1,136 @@
+"""Processes under test: start, wait until they answer, watch, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+PYTHON = sys.executable
+VOLTPAY = str(Path(PYTHON).with_name("voltpay"))
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def use_uvloop() -> None:
+    """The loop the daemon runs on (``voltpay run`` installs uvloop too)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS from /proc/<pid>/status, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process.pid
+
+    async def start(self) -> None:
+        environment = {**os.environ, **self.env}
+        log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_http(self, url: str, timeout: float = 60.0) -> None:
+        """Until ``url`` answers 200; fail with the log's tail if it dies first."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not self.alive():
+                    raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as reply:
+                        if reply.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not answer {url}:\n{self.log_tail()}")
+                await asyncio.sleep(0.1)
+
+    async def stop(self, grace: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return None if process is None else process.returncode
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return await process.wait()
+
+    async def wait_quiet(
+        self, *, below: float = 0.05, window: float = 0.4, timeout: float = 120.0
+    ) -> float:
+        """Wait until the process uses less than ``below`` of a core over two
+        windows in a row; return how long that took."""
+        started = time.monotonic()
+        calm = 0
+        previous = cpu_seconds(self.pid)
+        while calm < 2 and time.monotonic() - started < timeout:
+            await asyncio.sleep(window)
+            now = cpu_seconds(self.pid)
+            calm = calm + 1 if (now - previous) / window < below else 0
+            previous = now
+        return time.monotonic() - started

@@ -1,0 +1,371 @@
+"""From samples to the figures that matter: medians, ratios, targets, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.runner import Results
+from bench.stats import median, ratio
+
+# The issue's targets: key, comparison, bound, what it means.
+TARGETS: tuple[tuple[str, str, float, str], ...] = (
+    ("pay_pg_ratio", ">=", 0.6, "pay on PostgreSQL vs the database ceiling (req/s)"),
+    ("pay_pg_p99_ms", "<", 100.0, "pay on PostgreSQL, p99 at the top connection level"),
+    ("pay_sqlite_ratio", ">=", 0.6, "pay on SQLite vs its database ceiling (req/s)"),
+    ("healthz_ratio", ">=", 0.8, "GET /healthz vs the bare aiohttp app (req/s)"),
+    ("pipeline_ratio", ">=", 0.8, "events/s vs raw aioboto3 on the embedded endpoint"),
+    ("sms_p99_ratio", "<=", 1.5, "commit→SMS p99 vs the ceiling's publish→receive p99"),
+    ("pipeline_instant_events_per_s", ">=", 1000.0, "voltpay's bridges vs the instant stub"),
+    ("pay_drop_during_drain", "<", 0.2, "pay req/s lost while the pipeline drains a backlog"),
+    ("rss_growth", "<", 0.1, "RSS growth over a steady pay load"),
+)
+# What latest.json always holds (null only for a part left out with --only).
+REQUIRED_KEYS = (
+    "pay_pg_ratio",
+    "pay_pg_p99_ms",
+    "pay_sqlite_ratio",
+    "healthz_ratio",
+    "pipeline_ratio",
+    "pipeline_instant_events_per_s",
+    "pay_drop_during_drain",
+    "rss_growth",
+)
+
+
+@dataclass(frozen=True)
+class HttpRow:
+    part: str
+    database: str
+    connections: int
+    rounds: int
+    voltpay_rps: float | None
+    voltpay_p50_ms: float | None
+    voltpay_p99_ms: float | None
+    ceiling_rps: float | None
+    ceiling_p50_ms: float | None
+    ceiling_p99_ms: float | None
+    errors: int
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.voltpay_rps, self.ceiling_rps)
+
+
+def http_rows(results: Results) -> list[HttpRow]:
+    keys: list[tuple[str, str, int]] = []
+    for s in results.http:
+        key = (s.part, s.database, s.connections)
+        if key not in keys:
+            keys.append(key)
+    rows = []
+    for part, database, connections in keys:
+        group = [
+            s
+            for s in results.http
+            if (s.part, s.database, s.connections) == (part, database, connections)
+        ]
+        mine = [s for s in group if s.system == "voltpay"]
+        theirs = [s for s in group if s.system == "ceiling"]
+        rows.append(
+            HttpRow(
+                part,
+                database,
+                connections,
+                max(len(mine), len(theirs)),
+                median(s.rps for s in mine),
+                median(s.p50_ms for s in mine),
+                median(s.p99_ms for s in mine),
+                median(s.rps for s in theirs),
+                median(s.p50_ms for s in theirs),
+                median(s.p99_ms for s in theirs),
+                sum(s.errors for s in group),
+            )
+        )
+    return rows
+
+
+def _pipeline(results: Results, kind: str, database: str, field: str) -> float | None:
+    return median(
+        getattr(s, field) for s in results.pipeline if s.kind == kind and s.database == database
+    )
+
+
+def summary(results: Results) -> dict[str, Any]:
+    """The headline figures (None where a part was not run)."""
+    config = results.config
+    top = config.top_connections
+    rows = {(r.part, r.database, r.connections): r for r in http_rows(results)}
+    out: dict[str, Any] = {}
+
+    def http(prefix: str, part: str, database: str) -> None:
+        row = rows.get((part, database, top))
+        out[f"{prefix}_rps"] = row.voltpay_rps if row else None
+        out[f"{prefix}_p50_ms"] = row.voltpay_p50_ms if row else None
+        out[f"{prefix}_p99_ms"] = row.voltpay_p99_ms if row else None
+        if part in ("pay", "healthz"):
+            out[f"{prefix}_ceiling_rps"] = row.ceiling_rps if row else None
+            out[f"{prefix}_ceiling_p99_ms"] = row.ceiling_p99_ms if row else None
+            out[f"{prefix}_ratio"] = row.ratio if row else None
+
+    http("healthz", "healthz", "-")
+    for database, short in (("postgres", "pg"), ("sqlite", "sqlite")):
+        http(f"pay_{short}", "pay", database)
+        http(f"add_funds_{short}", "add-funds", database)
+        http(f"verify_{short}", "verify", database)
+
+    pipeline_ratios, latency_ratios = [], []
+    for database, short in (("postgres", "pg"), ("sqlite", "sqlite")):
+        mine = _pipeline(results, "voltpay-embedded", database, "events_per_s")
+        theirs = _pipeline(results, "ceiling-embedded", database, "events_per_s")
+        mine_p99 = _pipeline(results, "voltpay-embedded", database, "p99_ms")
+        theirs_p99 = _pipeline(results, "ceiling-embedded", database, "p99_ms")
+        out[f"pipeline_{short}_events_per_s"] = mine
+        out[f"pipeline_{short}_ceiling_events_per_s"] = theirs
+        out[f"pipeline_{short}_ratio"] = ratio(mine, theirs)
+        out[f"commit_to_sms_{short}_p50_ms"] = _pipeline(
+            results, "voltpay-embedded", database, "p50_ms"
+        )
+        out[f"commit_to_sms_{short}_p99_ms"] = mine_p99
+        out[f"ceiling_publish_to_receive_{short}_p99_ms"] = theirs_p99
+        out[f"sms_p99_{short}_ratio"] = ratio(mine_p99, theirs_p99)
+        out[f"pipeline_stub_daemon_{short}_events_per_s"] = _pipeline(
+            results, "voltpay-stub", database, "events_per_s"
+        )
+        out[f"commit_to_sms_stub_daemon_{short}_p99_ms"] = _pipeline(
+            results, "voltpay-stub", database, "p99_ms"
+        )
+        if out[f"pipeline_{short}_ratio"] is not None:
+            pipeline_ratios.append(out[f"pipeline_{short}_ratio"])
+        if out[f"sms_p99_{short}_ratio"] is not None:
+            latency_ratios.append(out[f"sms_p99_{short}_ratio"])
+    # The worse database decides.
+    out["pipeline_ratio"] = min(pipeline_ratios) if pipeline_ratios else None
+    out["sms_p99_ratio"] = max(latency_ratios) if latency_ratios else None
+    out["pipeline_instant_events_per_s"] = _pipeline(results, "bridges-stub", "-", "events_per_s")
+    out["pipeline_instant_raw_events_per_s"] = _pipeline(results, "raw-stub", "-", "events_per_s")
+
+    idle = median(s.rps for s in results.drain if s.state == "idle")
+    draining = median(s.rps for s in results.drain if s.state == "draining")
+    out["pay_rate_idle"] = idle
+    out["pay_rate_draining"] = draining
+    out["pay_drop_during_drain"] = 1 - draining / idle if idle and draining is not None else None
+    if results.rss:
+        rss = results.rss[-1]
+        out["rss_growth"] = (rss.end_kib - rss.start_kib) / rss.start_kib
+        out["rss_start_mib"] = rss.start_kib / 1024
+        out["rss_end_mib"] = rss.end_kib / 1024
+        out["rss_seconds"] = rss.seconds
+    else:
+        out["rss_growth"] = None
+    return out
+
+
+def targets(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    verdicts = {}
+    for key, comparison, bound, meaning in TARGETS:
+        value = figures.get(key)
+        met = None
+        if value is not None:
+            met = {
+                ">=": value >= bound,
+                "<": value < bound,
+                "<=": value <= bound,
+            }[comparison]
+        verdicts[key] = {
+            "value": value,
+            "target": f"{comparison} {bound:g}",
+            "met": met,
+            "what": meaning,
+        }
+    return verdicts
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def http_table(results: Results) -> list[str]:
+    lines = [
+        "| part | database | conns | rounds | voltpay req/s | p50 ms | p99 ms "
+        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in http_rows(results):
+        lines.append(
+            f"| {r.part} | {r.database} | {r.connections} | {r.rounds} "
+            f"| {_fmt(r.voltpay_rps)} | {_fmt(r.voltpay_p50_ms, 2)} | {_fmt(r.voltpay_p99_ms, 2)} "
+            f"| {_fmt(r.ceiling_rps)} | {_fmt(r.ceiling_p50_ms, 2)} | {_fmt(r.ceiling_p99_ms, 2)} "
+            f"| {_fmt(r.ratio, 2)} | {r.errors} |"
+        )
+    return lines
+
+
+def pipeline_table(results: Results) -> list[str]:
+    lines = [
+        "| what | database | rounds | events | delivered | seconds | events/s | p50 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: list[tuple[str, str]] = []
+    for s in results.pipeline:
+        if (s.kind, s.database) not in groups:
+            groups.append((s.kind, s.database))
+    for kind, database in groups:
+        group = [s for s in results.pipeline if (s.kind, s.database) == (kind, database)]
+        lines.append(
+            f"| {kind} | {database} | {len(group)} | {group[0].events} "
+            f"| {min(s.delivered for s in group)} | {_fmt(median(s.seconds for s in group), 2)} "
+            f"| {_fmt(median(s.events_per_s for s in group))} "
+            f"| {_fmt(median(s.p50_ms for s in group))} | {_fmt(median(s.p99_ms for s in group))} |"
+        )
+    return lines
+
+
+def drain_table(results: Results) -> list[str]:
+    lines = [
+        "| state | round | pay req/s | p99 ms | backlog | SMS during window | waiting after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in results.drain:
+        lines.append(
+            f"| {s.state} | {s.round + 1} | {_fmt(s.rps)} | {_fmt(s.p99_ms, 2)} | {s.backlog} "
+            f"| {s.delivered_during} | {s.waiting_after} |"
+        )
+    return lines
+
+
+def target_table(verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| target | value | wanted | met |", "|---|---:|---|---|"]
+    for key, v in verdicts.items():
+        value = v["value"]
+        shown = "-" if value is None else f"{value:,.3f}"
+        met = {True: "yes", False: "**no**", None: "not run"}[v["met"]]
+        lines.append(f"| {key}: {v['what']} | {shown} | {v['target']} | {met} |")
+    return lines
+
+
+def markdown(results: Results, figures: dict[str, Any]) -> str:
+    config = results.config
+    machine = _machine()
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(results.started_at))
+    minutes = (results.finished_at - results.started_at) / 60
+    out = [
+        f"# voltpay bench, {started} on {machine['host']}",
+        "",
+        f"- machine: {machine['cpus']} CPUs ({machine['cpu_model']}), Python {machine['python']}",
+        f"- run: {minutes:.1f} min; {'quick' if config.quick else 'full'} mode; "
+        f"{config.duration} s per measurement after {config.warmup} s of warm-up; connections "
+        f"{', '.join(map(str, config.connections))}; {config.rounds} rounds (voltpay and ceiling "
+        f"in turns, medians) at {config.top_connections} connections, one round elsewhere; "
+        f"{config.users} users; wrk with {config.wrk_threads} thread(s)",
+        f"- voltpay: `voltpay run` with VOLTPAY_LOG__LEVEL=WARNING; for the HTTP figures its "
+        f"SNS/SQS endpoint is {'the instant stub' if config.http_aws == 'stub' else 'embedded'} "
+        "(every pay still publishes its event and the daemon still delivers the SMS); the "
+        "pipeline figures use the default embedded endpoint",
+        "",
+        "## Targets",
+        "",
+        *target_table(targets(figures)),
+        "",
+        "## HTTP",
+        "",
+        *http_table(results),
+        "",
+        "## Event pipeline",
+        "",
+        "voltpay-embedded: N payments through `voltpay run` on its embedded endpoint, commit "
+        "(outbox created_at) → SMS recorded (notification sent_at). ceiling-embedded: raw "
+        "aioboto3 PublishBatch(10) → ReceiveMessage(10) → DeleteMessageBatch against moto's "
+        "server started the same way in its own process, publish → receive. voltpay-stub: the "
+        "same N-payments figure with the daemon on the instant stub. bridges-stub / raw-stub: "
+        "voltpay's SnsPublisher/SqsConsumer and raw aioboto3 against the instant stub.",
+        "",
+        *pipeline_table(results),
+        "",
+    ]
+    if results.drain:
+        out += [
+            f"## Pay while the pipeline drains ({config.drain_level} connections, "
+            f"{config.drain_database})",
+            "",
+            *drain_table(results),
+            "",
+        ]
+    for rss in results.rss:
+        trace = ", ".join(f"{t:g}s {kib / 1024:.1f}" for t, kib in rss.trace)
+        out += [
+            f"## RSS ({rss.database}, {rss.seconds} s of pay at {rss.connections} connections, "
+            f"{rss.rps:.0f} req/s)",
+            "",
+            f"{rss.start_kib / 1024:.1f} MiB after warm-up → {rss.end_kib / 1024:.1f} MiB "
+            f"({100 * (rss.end_kib - rss.start_kib) / rss.start_kib:+.1f}%). Trace (MiB): {trace}",
+            "",
+        ]
+    if results.profiles:
+        out += ["## Profiles", ""]
+        out += [f"- {name}: `{path}`" for name, path in results.profiles.items()]
+        out.append("")
+    if results.notes:
+        out += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    return "\n".join(out)
+
+
+def write(results: Results) -> tuple[Path, Path, dict[str, Any]]:
+    config = results.config
+    figures = summary(results)
+    folder = config.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    machine = _machine()
+    stamp = time.strftime("%Y-%m-%d", time.localtime(results.started_at))
+    md_path = folder / f"{stamp}-{machine['host']}.md"
+    md_path.write_text(markdown(results, figures))
+    document = {
+        **figures,
+        "targets": targets(figures),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(results.started_at)),
+        "machine": machine,
+        "config": {
+            key: (sorted(value) if isinstance(value, frozenset) else value)
+            for key, value in asdict(config).items()
+            if key != "out_dir"
+        },
+        "minutes": (results.finished_at - results.started_at) / 60,
+        "notes": results.notes,
+        "profiles": results.profiles,
+        "samples": results.samples(),
+    }
+    json_path = folder / "latest.json"
+    json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return md_path, json_path, figures
+
+
+def console(results: Results, figures: dict[str, Any]) -> str:
+    lines = ["", "HTTP (medians)", *http_table(results), "", "Pipeline", *pipeline_table(results)]
+    if results.drain:
+        lines += ["", "Pay while draining", *drain_table(results)]
+    lines += ["", "Targets", *target_table(targets(figures)), ""]
+    return "\n".join(lines)

@@ -1,0 +1,820 @@
+"""The run: processes up, load through them in turns, numbers down.
+
+Order of one run (each part only when selected with ``--only``):
+
+1. the instant SNS/SQS stub and the framework ceiling start once;
+2. for SQLite, then PostgreSQL (a fresh, uniquely named database, dropped at
+   the end): ``voltpay migrate``, users/wallets/sessions written straight into
+   the database, then
+   a. voltpay (``voltpay run``) with its SNS/SQS endpoint on the stub, and the
+      database ceiling on the same database: /healthz (first database only),
+      pay, add-funds and verify through wrk, voltpay and its ceiling in turns;
+      the daemon's own pipeline against the stub; on one database the pay rate
+      while the pipeline drains a backlog, and RSS over a steady pay load;
+   b. voltpay on its default embedded SNS/SQS endpoint (moto's server in the
+      daemon's process): N payments, then commit → SMS, in turns with the raw
+      aioboto3 ceiling on an embedded endpoint of its own;
+3. voltpay's bridges and raw aioboto3 against the instant stub.
+
+Before every measurement the bench waits until the pipeline has delivered
+every event and the processes under test are idle, so one measurement does
+not pay for the last one's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.config import BenchConfig
+from bench.data import (
+    BenchDb,
+    PostgresDb,
+    SqliteDb,
+    create_postgres_database,
+    drop_postgres_database,
+)
+from bench.procs import PYTHON, VOLTPAY, Process, free_port, rss_kib
+from bench.profile import Recording, summarize
+from bench.stats import percentile
+from bench.wrk import WrkResult, find_wrk, run_wrk
+
+log = logging.getLogger("bench")
+_MARK = "BENCH_JSON "
+# First guesses of req/s, to size the pending bills of a run (each pay needs
+# its own); later runs use what was measured.
+_FIRST_GUESS = {"voltpay": 1500.0, "ceiling": 4000.0}
+
+
+@dataclass
+class HttpSample:
+    part: str  # healthz, pay, add-funds, verify
+    system: str  # voltpay or ceiling
+    database: str  # sqlite, postgres, or "-" for /healthz
+    connections: int
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    wrapped: int
+
+
+@dataclass
+class PipelineSample:
+    kind: str  # voltpay-embedded, ceiling-embedded, voltpay-stub, bridges-stub, raw-stub
+    database: str
+    round: int
+    events: int
+    delivered: int
+    seconds: float
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class DrainSample:
+    state: str  # idle or draining
+    round: int
+    rps: float
+    p99_ms: float
+    backlog: int
+    delivered_during: int
+    waiting_after: int
+
+
+@dataclass
+class RssSample:
+    database: str
+    seconds: int
+    connections: int
+    start_kib: int
+    end_kib: int
+    rps: float
+    trace: list[tuple[float, int]]
+
+
+@dataclass
+class Results:
+    config: BenchConfig
+    started_at: float = field(default_factory=time.time)
+    finished_at: float = 0.0
+    http: list[HttpSample] = field(default_factory=list)
+    pipeline: list[PipelineSample] = field(default_factory=list)
+    drain: list[DrainSample] = field(default_factory=list)
+    rss: list[RssSample] = field(default_factory=list)
+    profiles: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def samples(self) -> dict[str, Any]:
+        return {
+            "http": [asdict(s) for s in self.http],
+            "pipeline": [asdict(s) for s in self.pipeline],
+            "drain": [asdict(s) for s in self.drain],
+            "rss": [asdict(s) for s in self.rss],
+        }
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _voltpay_env(port: int, database_url: str, aws_endpoint: str | None) -> dict[str, str]:
+    env = {
+        "VOLTPAY_HTTP__HOST": "127.0.0.1",
+        "VOLTPAY_HTTP__PORT": str(port),
+        "VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS": "5",
+        "VOLTPAY_DATABASE__URL": database_url,
+        "VOLTPAY_LOG__LEVEL": "WARNING",
+        "VOLTPAY_LOG__FORMAT": "text",
+        "VOLTPAY_SYSTEMD__ENABLED": "false",
+    }
+    if aws_endpoint:
+        env["VOLTPAY_AWS__ENDPOINT_URL"] = aws_endpoint
+    return env
+
+
+class Service:
+    """A process under test with its base URL."""
+
+    def __init__(self, process: Process, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.process.stop()
+
+
+@dataclass
+class Stage:
+    """voltpay on one database, and how to wait until it is idle."""
+
+    database: str
+    db: BenchDb
+    voltpay: Service
+    quiet: Callable[[], Awaitable[None]]
+
+
+class Bench:
+    def __init__(self, config: BenchConfig) -> None:
+        self.config = config
+        self.results = Results(config)
+        self.workdir = Path(tempfile.mkdtemp(prefix="voltpay-bench-"))
+        self.stub: Service | None = None
+        self.framework: Service | None = None
+        self._estimates: dict[tuple[str, str, str, int], float] = {}
+        self._stub_pipeline_rate = 1000.0
+
+    # -- processes ---------------------------------------------------------
+
+    async def _start(
+        self,
+        name: str,
+        argv: list[str],
+        ready_path: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 90.0,
+    ) -> Service:
+        port = port or free_port()
+        process = Process(
+            name, [a.replace("{port}", str(port)) for a in argv], self.workdir / f"{name}.log"
+        )
+        if env:
+            process.env = env
+        await process.start()
+        service = Service(process, port)
+        try:
+            await process.wait_http(service.url + ready_path, timeout=timeout)
+        except BaseException:
+            await process.stop(grace=5)
+            raise
+        return service
+
+    async def _start_voltpay(
+        self, label: str, database_url: str, aws: str | None, db: BenchDb
+    ) -> Service:
+        await db.watch_from_now()
+        port = free_port()
+        return await self._start(
+            f"voltpay-{label}",
+            [VOLTPAY, "run"],
+            "/readyz",
+            env=_voltpay_env(port, database_url, aws),
+            port=port,
+        )
+
+    async def _migrate(self, database_url: str) -> None:
+        env = _voltpay_env(0, database_url, None)
+        process = Process("migrate", [VOLTPAY, "migrate"], self.workdir / "migrate.log", env)
+        await process.start()
+        assert process.process is not None
+        if await process.process.wait() != 0:
+            raise RuntimeError(f"voltpay migrate failed:\n{process.log_tail()}")
+
+    # -- the run -----------------------------------------------------------
+
+    async def run(self) -> Results:
+        find_wrk()
+        config = self.config
+        try:
+            self.stub = await self._start(
+                "stub-aws", [PYTHON, "-m", "bench.stub_aws", "--port", "{port}"], "/healthz"
+            )
+            if config.wants("healthz"):
+                self.framework = await self._start(
+                    "ceiling-framework",
+                    [PYTHON, "-m", "bench.ceilings.framework", "--port", "{port}"],
+                    "/healthz",
+                )
+            for index, database in enumerate(config.databases):
+                await self._database_phase(database, first=index == 0)
+            if config.wants("bridges"):
+                await self._bridges()
+        finally:
+            for service in (self.framework, self.stub):
+                if service is not None:
+                    await service.stop()
+            if not config.keep_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        self.results.finished_at = time.time()
+        return self.results
+
+    async def _database_phase(self, database: str, *, first: bool) -> None:
+        config = self.config
+        pg_name = f"voltpay_bench_{time.strftime('%Y%m%d%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        if database == "postgres":
+            url = await create_postgres_database(config.pg_admin_url, pg_name)
+        else:
+            url = f"sqlite://{self.workdir / 'voltpay.sqlite3'}"
+        _say(f"{database}: database {url}")
+        db: BenchDb | None = None
+        try:
+            await self._migrate(url)
+            if database == "postgres":
+                db = await PostgresDb.connect(url)
+            else:
+                db = SqliteDb(self.workdir / "voltpay.sqlite3")
+            await db.seed_users(config.users)
+            _say(f"{database}: {config.users} users, wallets and sessions written")
+            http_parts = {"healthz", "pay", "add-funds", "verify", "pipeline", "drain", "rss"}
+            if any(config.wants(p) for p in http_parts):
+                await self._http_phase(database, db, url, first=first)
+            if config.wants("pipeline"):
+                await self._embedded_pipeline_phase(database, db, url)
+        finally:
+            if db is not None:
+                await db.close()
+            if database == "postgres":
+                await drop_postgres_database(config.pg_admin_url, pg_name)
+
+    # -- HTTP --------------------------------------------------------------
+
+    async def _http_phase(self, database: str, db: BenchDb, url: str, *, first: bool) -> None:
+        config = self.config
+        assert self.stub is not None
+        aws = self.stub.url if config.http_aws == "stub" else None
+        voltpay = await self._start_voltpay(f"{database}-http", url, aws, db)
+        ceiling: Service | None = None
+        try:
+            await self._sanity_check(voltpay, db)
+            stage = Stage(database, db, voltpay, self._quiet(voltpay, db))
+            if first and config.wants("healthz") and self.framework is not None:
+                await self._pairs(stage, "healthz", self.framework)
+            if config.wants("pay"):
+                ceiling = await self._start(
+                    f"ceiling-database-{database}",
+                    [PYTHON, "-m", "bench.ceilings.database", "--port", "{port}", "--url", url],
+                    "/healthz",
+                )
+                await self._pairs(stage, "pay", ceiling)
+                if config.profile and database == "postgres":
+                    await stage.quiet()
+                    await self._profile_pay(voltpay, database, db)
+            for part in ("add-funds", "verify"):
+                if config.wants(part):
+                    await self._singles(stage, part)
+            if config.wants("pipeline"):
+                for number in range(config.pipeline_rounds):
+                    await stage.quiet()
+                    sample = await self._voltpay_pipeline(
+                        voltpay, db, "voltpay-stub", database, number, config.stub_events // 5
+                    )
+                    self._stub_pipeline_rate = sample.events_per_s or self._stub_pipeline_rate
+            if database == config.drain_database:
+                if config.wants("drain"):
+                    await self._drain(voltpay, database, db, stage.quiet)
+                if config.wants("rss"):
+                    await stage.quiet()
+                    await self._rss(voltpay, database, db)
+            await stage.quiet()  # leave nothing in flight behind
+        finally:
+            if ceiling is not None:
+                await ceiling.stop()
+            await voltpay.stop()
+
+    async def _pairs(self, stage: Stage, part: str, ceiling: Service) -> None:
+        """voltpay and its ceiling in turns, every level, all rounds."""
+        database = "-" if part == "healthz" else stage.database
+        for connections in self.config.connections:
+            for number in range(self.config.rounds_at(connections)):
+                for system, service in (("voltpay", stage.voltpay), ("ceiling", ceiling)):
+                    await stage.quiet()
+                    if part == "healthz":
+                        result = await self._wrk_fixed(service.url + "/healthz", connections)
+                    else:
+                        result = await self._wrk_pay(
+                            service, system, stage.database, stage.db, connections
+                        )
+                    self._record(part, system, database, connections, number, result)
+
+    async def _singles(self, stage: Stage, part: str) -> None:
+        """No ceiling to pair with: one round per level."""
+        for connections in self.config.connections:
+            await stage.quiet()
+            result = await self._wrk_api(stage.voltpay, part, stage.db, connections)
+            self._record(part, "voltpay", stage.database, connections, 0, result)
+
+    def _quiet(self, voltpay: Service, db: BenchDb) -> Callable[[], Awaitable[None]]:
+        async def wait() -> None:
+            began = time.monotonic()
+            if not await db.wait_drained(timeout=180):
+                waiting = await db.events_waiting()
+                _say(f"warning: {waiting} events still in the pipeline; measuring anyway")
+            drained = time.monotonic() - began
+            calm = await voltpay.process.wait_quiet()
+            if drained + calm > 10:
+                _say(f"(waited {drained:.1f} s for the pipeline, {calm:.1f} s for quiet)")
+
+        return wait
+
+    async def _sanity_check(self, voltpay: Service, db: BenchDb) -> None:
+        """One request of each kind must work before anything is measured."""
+        user = db.users[0]
+        [(token, bill_id)] = await db.add_bills(1)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(base_url=voltpay.url) as session:
+            async with session.get("/api/me", headers=headers) as reply:
+                if reply.status != 200:
+                    raise RuntimeError(f"GET /api/me: {reply.status} {await reply.text()}")
+            async with session.post(
+                f"/api/wallets/{user.wallet_id}/add-funds",
+                json={"amount": "1.00"},
+                headers={"Authorization": f"Bearer {user.token}"},
+            ) as reply:
+                if reply.status != 200:
+                    raise RuntimeError(f"add-funds: {reply.status} {await reply.text()}")
+            async with session.post(f"/api/Vend/{bill_id}/pay", headers=headers) as reply:
+                body = await reply.json()
+                if reply.status != 200 or body.get("status") != "paid":
+                    raise RuntimeError(f"pay: {reply.status} {body}")
+
+    def _record(
+        self, part: str, system: str, database: str, connections: int, number: int, r: WrkResult
+    ) -> None:
+        sample = HttpSample(
+            part,
+            system,
+            database,
+            connections,
+            number,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.requests,
+            r.errors,
+            r.wrapped,
+        )
+        self.results.http.append(sample)
+        flag = ""
+        if r.errors:
+            flag += f"  ({r.errors} errors)"
+        if r.wrapped:
+            flag += "  (ran out of bills: raise the estimate)"
+        _say(
+            f"{part:9} {system:8} {database:8} c={connections:<3} round {number + 1}: "
+            f"{r.rps:9.1f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms{flag}"
+        )
+
+    async def _wrk_fixed(self, url: str, connections: int) -> WrkResult:
+        config = self.config
+        if config.warmup:
+            await run_wrk(
+                url, connections=connections, duration=config.warmup, threads=config.wrk_threads
+            )
+        return await run_wrk(
+            url, connections=connections, duration=config.duration, threads=config.wrk_threads
+        )
+
+    def _bills_for(self, key: tuple[str, str, str, int], seconds: int) -> int:
+        guess = self._estimates.get(key, _FIRST_GUESS.get(key[0], 2000.0))
+        return int(guess * 2 * seconds) + 500
+
+    def _learn(self, key: tuple[str, str, str, int], result: WrkResult) -> None:
+        rate = result.rps * (2.0 if result.wrapped else 1.0)
+        self._estimates[key] = max(rate, 50.0)
+        # A higher connection level is at least as fast: seed its guess.
+        for other in self.config.connections:
+            if other > key[3]:
+                bigger = (key[0], key[1], key[2], other)
+                known = self._estimates.get(bigger, _FIRST_GUESS.get(key[0], 2000.0))
+                self._estimates[bigger] = max(known, rate)
+
+    def _write_lines(self, name: str, lines: list[str]) -> Path:
+        path = self.workdir / f"{name}-{uuid.uuid4().hex[:8]}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    async def _pay_file(self, db: BenchDb, count: int) -> Path:
+        pairs = await db.add_bills(count)
+        return self._write_lines("bills", [f"{token} {bill}" for token, bill in pairs])
+
+    async def _wrk_pay(
+        self,
+        service: Service,
+        system: str,
+        database: str,
+        db: BenchDb,
+        connections: int,
+        duration: int | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> WrkResult:
+        config = self.config
+        seconds = duration or config.duration
+        key = (system, "pay", database, connections)
+        if config.warmup:
+            warm = await self._pay_file(db, self._bills_for(key, config.warmup))
+            await run_wrk(
+                service.url,
+                connections=connections,
+                duration=config.warmup,
+                threads=config.wrk_threads,
+                mode="pay",
+                data_file=warm,
+            )
+        data = await self._pay_file(db, self._bills_for(key, seconds))
+        if on_start is not None:
+            await on_start()
+        result = await run_wrk(
+            service.url,
+            connections=connections,
+            duration=seconds,
+            threads=config.wrk_threads,
+            mode="pay",
+            data_file=data,
+        )
+        self._learn(key, result)
+        await db.expire_pending()
+        return result
+
+    async def _wrk_api(
+        self, voltpay: Service, part: str, db: BenchDb, connections: int
+    ) -> WrkResult:
+        config = self.config
+        users = list(db.users)
+        if part == "add-funds":
+            lines = [f"{u.token} {u.wallet_id}" for u in users]
+        else:
+            lines = [u.token for u in users]
+        data = self._write_lines(part, lines)
+        if config.warmup:
+            await run_wrk(
+                voltpay.url,
+                connections=connections,
+                duration=config.warmup,
+                threads=config.wrk_threads,
+                mode=part,
+                data_file=data,
+            )
+        result = await run_wrk(
+            voltpay.url,
+            connections=connections,
+            duration=config.duration,
+            threads=config.wrk_threads,
+            mode=part,
+            data_file=data,
+        )
+        # Not errors for these two: rotating through the users again is intended.
+        return WrkResult(
+            result.requests,
+            result.seconds,
+            result.p50_ms,
+            result.p90_ms,
+            result.p99_ms,
+            result.max_ms,
+            result.errors,
+            0,
+        )
+
+    # -- the event pipeline ------------------------------------------------
+
+    async def _fire_pays(
+        self, base_url: str, pairs: list[tuple[str, uuid.UUID]], concurrency: int = 16
+    ) -> int:
+        """Pay every bill (``concurrency`` at a time); how many were paid."""
+        paid = 0
+        queue: asyncio.Queue[tuple[str, uuid.UUID]] = asyncio.Queue()
+        for pair in pairs:
+            queue.put_nowait(pair)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
+
+            async def worker() -> None:
+                nonlocal paid
+                while not queue.empty():
+                    token, bill = queue.get_nowait()
+                    async with session.post(
+                        f"/api/Vend/{bill}/pay", headers={"Authorization": f"Bearer {token}"}
+                    ) as reply:
+                        await reply.read()
+                        paid += reply.status == 200
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return paid
+
+    async def _voltpay_pipeline(
+        self,
+        voltpay: Service,
+        db: BenchDb,
+        kind: str,
+        database: str,
+        number: int,
+        events: int,
+        timeout: float | None = None,
+    ) -> PipelineSample:
+        """N payments through voltpay; commit (the outbox row's created_at) to
+        SMS recorded (the notification's sent_at), per event and overall."""
+        mark = await db.outbox_mark()
+        pairs = await db.add_bills(events)
+        paid = await self._fire_pays(voltpay.url, pairs)
+        limit = timeout if timeout is not None else 60 + events / 5
+        deadline = time.monotonic() + limit
+        rows = await db.pipeline_rows(mark)
+        while time.monotonic() < deadline:
+            rows = await db.pipeline_rows(mark)
+            if len(rows) >= paid and all(r.sent_at is not None for r in rows):
+                break
+            await asyncio.sleep(0.2)
+        sent = [r for r in rows if r.sent_at is not None]
+        if len(sent) < paid:
+            _say(f"warning: {kind}: only {len(sent)} of {paid} SMS after {limit:.0f} s")
+        latencies = [((r.sent_at - r.created_at).total_seconds()) for r in sent if r.sent_at]
+        if sent:
+            first = min(r.created_at for r in rows)
+            last = max(r.sent_at for r in sent if r.sent_at is not None)
+            seconds = max((last - first).total_seconds(), 1e-9)
+        else:
+            seconds = limit
+        sample = PipelineSample(
+            kind,
+            database,
+            number,
+            paid,
+            len(sent),
+            seconds,
+            len(sent) / seconds,
+            percentile(latencies, 0.5) * 1000,
+            percentile(latencies, 0.99) * 1000,
+        )
+        self.results.pipeline.append(sample)
+        self._say_pipeline(sample)
+        await db.expire_pending()
+        return sample
+
+    def _say_pipeline(self, s: PipelineSample) -> None:
+        _say(
+            f"pipeline  {s.kind:16} {s.database:8} round {s.round + 1}: {s.delivered}/{s.events} "
+            f"in {s.seconds:6.2f} s = {s.events_per_s:8.1f} events/s  "
+            f"p50 {s.p50_ms:8.1f} ms  p99 {s.p99_ms:8.1f} ms"
+        )
+
+    async def _probe(
+        self, kind: str, database: str, number: int, endpoint: str, mode: str, events: int
+    ) -> PipelineSample:
+        """One run of bench.ceilings.pipeline in its own process."""
+        process = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-m",
+            "bench.ceilings.pipeline",
+            "--endpoint",
+            endpoint,
+            "--mode",
+            mode,
+            "--events",
+            str(events),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        text = out.decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith(_MARK):
+                raw = json.loads(line[len(_MARK) :])
+                break
+        else:
+            raise RuntimeError(f"the pipeline probe gave no report:\n{text[-2000:]}")
+        received = int(raw.get("received", 0))
+        seconds = float(raw.get("seconds", 0.0)) or 1e-9
+        sample = PipelineSample(
+            kind,
+            database,
+            number,
+            events,
+            received,
+            seconds,
+            float(raw.get("events_per_s", 0.0)),
+            float(raw.get("p50_ms", 0.0)),
+            float(raw.get("p99_ms", 0.0)),
+        )
+        self.results.pipeline.append(sample)
+        self._say_pipeline(sample)
+        return sample
+
+    async def _embedded_pipeline_phase(self, database: str, db: BenchDb, url: str) -> None:
+        config = self.config
+        voltpay = await self._start_voltpay(f"{database}-embedded", url, None, db)
+        try:
+            quiet = self._quiet(voltpay, db)
+            for number in range(config.pipeline_rounds):
+                await quiet()
+                await self._voltpay_pipeline(
+                    voltpay, db, "voltpay-embedded", database, number, config.pipeline_events
+                )
+                await quiet()
+                await self._probe(
+                    "ceiling-embedded", database, number, "embedded", "raw", config.pipeline_events
+                )
+            if config.profile and database == "postgres":
+                await quiet()
+                await self._profile_pipeline(voltpay, database, db)
+        finally:
+            await voltpay.stop()
+
+    async def _bridges(self) -> None:
+        assert self.stub is not None
+        for number in range(max(1, self.config.pipeline_rounds)):
+            for kind, mode in (("bridges-stub", "bridges"), ("raw-stub", "raw")):
+                await self._probe(kind, "-", number, self.stub.url, mode, self.config.stub_events)
+
+    # -- pay while the pipeline drains, and memory -------------------------
+
+    async def _drain(
+        self, voltpay: Service, database: str, db: BenchDb, quiet: Callable[[], Awaitable[None]]
+    ) -> None:
+        config = self.config
+        connections = config.drain_level
+        for number in range(config.drain_rounds):
+            for state in ("idle", "draining"):
+                await quiet()
+                backlog = 0
+                if state == "draining":
+                    # Enough to outlast the window even at the idle drain rate.
+                    backlog = max(500, int(self._stub_pipeline_rate * (config.duration + 2) * 1.2))
+                sent_before = 0
+
+                async def on_start(backlog: int = backlog) -> None:
+                    nonlocal sent_before
+                    if backlog:
+                        await db.insert_backlog(backlog)
+                    sent_before = await db.notifications_sent()
+
+                result = await self._wrk_pay(
+                    voltpay, "voltpay", database, db, connections, on_start=on_start
+                )
+                sent_after = await db.notifications_sent()
+                waiting = await db.events_waiting()
+                sample = DrainSample(
+                    state,
+                    number,
+                    result.rps,
+                    result.p99_ms,
+                    backlog,
+                    sent_after - sent_before,
+                    waiting,
+                )
+                self.results.drain.append(sample)
+                _say(
+                    f"drain     {state:8} round {number + 1}: pay {result.rps:8.1f} req/s  "
+                    f"p99 {result.p99_ms:7.2f} ms; {sample.delivered_during} SMS during the "
+                    f"window, {waiting} events left after it (backlog {backlog})"
+                )
+                if state == "draining" and waiting == 0:
+                    self.results.notes.append(
+                        "drain: the backlog was gone before the window ended (round "
+                        f"{number + 1}); raise --duration or the backlog for a steadier figure"
+                    )
+
+    async def _rss(self, voltpay: Service, database: str, db: BenchDb) -> None:
+        config = self.config
+        connections = config.top_connections
+        key = ("voltpay", "pay", database, connections)
+        if config.warmup:
+            warm = await self._pay_file(db, self._bills_for(key, config.warmup))
+            await run_wrk(
+                voltpay.url,
+                connections=connections,
+                duration=config.warmup,
+                threads=config.wrk_threads,
+                mode="pay",
+                data_file=warm,
+            )
+        data = await self._pay_file(db, self._bills_for(key, config.rss_seconds))
+        pid = voltpay.process.pid
+        start = rss_kib(pid)
+        began = time.monotonic()
+        trace: list[tuple[float, int]] = [(0.0, start)]
+        load = asyncio.create_task(
+            run_wrk(
+                voltpay.url,
+                connections=connections,
+                duration=config.rss_seconds,
+                threads=config.wrk_threads,
+                mode="pay",
+                data_file=data,
+            )
+        )
+        step = max(1.0, config.rss_seconds / 30)
+        while not load.done():
+            await asyncio.wait({load}, timeout=step)
+            trace.append((round(time.monotonic() - began, 1), rss_kib(pid)))
+        result = load.result()
+        end = trace[-1][1]
+        await db.expire_pending()
+        sample = RssSample(database, config.rss_seconds, connections, start, end, result.rps, trace)
+        self.results.rss.append(sample)
+        _say(
+            f"rss       {database}: {start / 1024:.1f} MiB after warm-up -> {end / 1024:.1f} MiB "
+            f"after {config.rss_seconds} s of pay at {result.rps:.0f} req/s "
+            f"({100 * (end - start) / start:+.1f}%)"
+        )
+
+    # -- profiles ----------------------------------------------------------
+
+    def _profile_path(self, name: str) -> Path:
+        folder = self.config.out_dir / "profiles"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}.collapsed.txt"
+
+    async def _profile_pay(self, voltpay: Service, database: str, db: BenchDb) -> None:
+        connections = self.config.top_connections
+        output = self._profile_path(f"pay-{database}-c{connections}")
+        recording = Recording(voltpay.process.pid, output)
+
+        async def begin() -> None:
+            await recording.start()
+
+        try:
+            result = await self._wrk_pay(
+                voltpay, "voltpay", database, db, connections, on_start=begin
+            )
+        finally:
+            await recording.stop()
+        self._keep_profile(f"pay-{database}", output, f"{result.rps:.0f} req/s while profiled")
+
+    async def _profile_pipeline(self, voltpay: Service, database: str, db: BenchDb) -> None:
+        output = self._profile_path(f"pipeline-embedded-{database}")
+        recording = Recording(voltpay.process.pid, output)
+        await recording.start()
+        try:
+            sample = await self._voltpay_pipeline(
+                voltpay, db, "profiled-embedded", database, 0, self.config.pipeline_events
+            )
+        finally:
+            await recording.stop()
+        self.results.pipeline.remove(sample)
+        self._keep_profile(
+            f"pipeline-{database}", output, f"{sample.events_per_s:.0f} events/s while profiled"
+        )
+
+    def _keep_profile(self, name: str, collapsed: Path, context: str) -> None:
+        if not collapsed.exists():
+            self.results.notes.append(f"profile {name}: py-spy wrote nothing")
+            return
+        summary = f"{name}: {context}\n\n" + summarize(collapsed)
+        collapsed.with_name(collapsed.name.replace(".collapsed.txt", ".top.txt")).write_text(
+            summary
+        )
+        self.results.profiles[name] = str(collapsed)
+        _say(f"profile   {name}: {collapsed}")
+
+
+async def run(config: BenchConfig) -> Results:
+    bench = Bench(config)
+    with contextlib.suppress(Exception):
+        (config.out_dir).mkdir(parents=True, exist_ok=True)
+    return await bench.run()

@@ -1,4 +1,0 @@
-async def test_probe(database_env, daemons, http):
-    d = daemons.start(database_env)
-    await d.wait_ready(http)
-    print(database_env)

@@ -1,0 +1,324 @@
+"""The event pipeline when its parts fail: SNS unreachable, a poison message on
+the queue, Twilio answering errors. Over the real SNS/SQS API (moto's server
+over HTTP) and the real twilio client against a fake Twilio server."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.client import Api, api_for, eventually
+from tests.conftest import make_settings
+from tests.fakes.recording_sms import RecordingSmsSender
+from tests.fakes.twilio_server import FakeTwilioServer
+from voltpay.bridges.aws import AwsClients
+from voltpay.bridges.electricity import SimulatedProvider
+from voltpay.bridges.sns import SnsPublisher
+from voltpay.daemon.runtime import Daemon
+from voltpay.models.tables import AuditRecord, Notification, OutboxEvent
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "tok-5e3c7a9f1d2b4e6a8c0f"
+FROM_NUMBER = "+15005550006"
+
+
+@pytest.fixture
+def sms() -> RecordingSmsSender:
+    return RecordingSmsSender()
+
+
+@pytest.fixture
+async def daemon(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    settings_overrides: dict[str, dict[str, Any]],
+    sms: RecordingSmsSender,
+) -> AsyncIterator[Daemon]:
+    """The conftest daemon, texting through the recording sender."""
+    settings = make_settings(database_url, moto_server_url, **settings_overrides)
+    running = Daemon(settings, provider=provider, sms_sender=sms)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def aws(moto_server_url: str) -> AsyncIterator[AwsClients]:
+    """SNS and SQS clients of the test's own, to act on the daemon's queues."""
+    clients = await AwsClients.open(
+        endpoint_url=moto_server_url, region="us-east-1", access_key_id=None, secret_access_key=None
+    )
+    async with clients:
+        yield clients
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def queue_depth(aws: AwsClients, queue_url: str) -> int:
+    """Messages in the queue, visible or in flight."""
+    response = await aws.sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = response["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def outbox_event_ids() -> set[str]:
+    return {str(e) for e in await OutboxEvent.all().values_list("event_id", flat=True)}
+
+
+async def delivered(expected: int) -> bool:
+    """True once ``expected`` events were written and each was texted and audited."""
+    events = await outbox_event_ids()
+    sent = {
+        str(e) for e in await Notification.filter(status="sent").values_list("event_id", flat=True)
+    }
+    audited = {str(e) for e in await AuditRecord.all().values_list("event_id", flat=True)}
+    return len(events) == expected and events <= sent and events <= audited
+
+
+def resources(daemon: Daemon) -> Any:
+    assert daemon.pipeline is not None and daemon.pipeline.resources is not None
+    return daemon.pipeline.resources
+
+
+# -- SNS unreachable ------------------------------------------------------------------
+
+
+async def test_events_wait_in_the_outbox_while_sns_is_unreachable_and_none_is_lost(
+    api: Api, daemon: Daemon, sms: RecordingSmsSender
+) -> None:
+    assert daemon.pipeline is not None and daemon.pipeline.relay is not None
+    relay = daemon.pipeline.relay
+    ada = await api.customer(funds="1000.00", phone="+2348066666666")
+    await eventually(lambda: delivered(2), timeout=10)
+    failures_before = daemon.metrics.sample("voltpay_outbox_publish_failures_total") or 0.0
+
+    # The relay's publisher now speaks to an SNS endpoint that refuses every
+    # connection (one attempt per call, so the test does not wait on retries).
+    working = relay._publisher
+    dead = await AwsClients.open(
+        endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        region="us-east-1",
+        access_key_id=None,
+        secret_access_key=None,
+        max_attempts=1,
+    )
+    try:
+        relay._publisher = SnsPublisher(dead.sns, resources(daemon).topic_arn)
+        for amount in ("10.00", "20.00", "30.00"):
+            bill = await api.bill(ada, amount)
+            assert bill.status == 201, bill.body
+            paid = await api.pay(ada, bill.body["billId"])
+            assert paid.status == 200, paid.body
+            assert paid.body["status"] == "paid"
+        bob = await api.customer(phone="+2348077777777")
+
+        async def waiting_after_failed_tries() -> bool:
+            # 3 bills, 3 payments and bob's registration, each tried and refused.
+            waiting = OutboxEvent.filter(published_at__isnull=True)
+            tried = waiting.filter(attempts__gte=1, last_error__isnull=False)
+            return (
+                await waiting.count() == 7
+                and await tried.count() == 7
+                and daemon.metrics.sample("voltpay_outbox_waiting_rows") == 7
+            )
+
+        await eventually(waiting_after_failed_tries, timeout=10)
+        row = await OutboxEvent.filter(published_at__isnull=True).first()
+        assert row is not None and row.last_error is not None
+        assert "EndpointConnectionError" in row.last_error or "connect" in row.last_error.lower()
+        failures = daemon.metrics.sample("voltpay_outbox_publish_failures_total") or 0.0
+        assert failures >= failures_before + 7
+        assert len(sms.sent) == 2  # nothing new reached the queue
+        assert await api.balance(ada) == "940.00"
+    finally:
+        relay._publisher = working
+        await dead.close()
+
+    relay.wake()
+    await eventually(lambda: delivered(9), timeout=15)
+    assert not await OutboxEvent.filter(published_at__isnull=True).exists()
+    assert daemon.metrics.sample("voltpay_outbox_waiting_rows") == 0
+    events = await outbox_event_ids()
+    assert sms.per_event() == Counter(dict.fromkeys(events, 1))
+    assert await AuditRecord.all().count() == 9
+    texted_to = Counter(message.to for message in sms.sent)
+    assert texted_to == Counter({ada.phone: 8, bob.phone: 1})
+    reply = await api.call("GET", "/api/notifications?limit=50", customer=ada)
+    assert reply.status == 200, reply.body
+    kinds = Counter(item["eventType"] for item in reply.body["items"])
+    assert kinds == Counter(
+        {"user_registered": 1, "wallet_funded": 1, "bill_created": 3, "payment_completed": 3}
+    )
+
+
+# -- a poison message ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"aws": {"max_receive_count": 2, "visibility_timeout_seconds": 1}}],
+)
+async def test_a_poison_message_goes_to_the_dead_letter_queue_while_events_flow(
+    api: Api, daemon: Daemon, sms: RecordingSmsSender, aws: AwsClients
+) -> None:
+    queues = resources(daemon)
+    poison = "{this is not an event"
+    await aws.sqs.send_message(QueueUrl=queues.queue_url, MessageBody=poison)
+
+    ada = await api.customer(funds="200.00")
+    bill = await api.bill(ada, "100.00")
+    assert bill.status == 201, bill.body
+    paid = await api.pay(ada, bill.body["billId"])
+    assert paid.status == 200, paid.body
+    await eventually(lambda: delivered(4), timeout=10)
+
+    async def dead_lettered() -> bool:
+        return (
+            await queue_depth(aws, queues.dead_letter_queue_url) == 1
+            and await queue_depth(aws, queues.queue_url) == 0
+        )
+
+    # Delivered twice, never deleted; moto moves it on the receive after that.
+    await eventually(dead_lettered, timeout=15)
+    response = await aws.sqs.receive_message(
+        QueueUrl=queues.dead_letter_queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["ApproximateReceiveCount"],
+    )
+    assert [message["Body"] for message in response["Messages"]] == [poison]
+
+    events = await outbox_event_ids()
+    assert sms.per_event() == Counter(dict.fromkeys(events, 1))
+    assert await AuditRecord.all().count() == 4
+    assert await Notification.all().count() == 4
+    [token_sms] = [m for m in sms.sent if "Token: " in m.body]
+    assert token_sms.to == ada.phone
+
+
+# -- Twilio answering errors ------------------------------------------------------------
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[FakeTwilioServer]:
+    async with FakeTwilioServer(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def twilio_daemon(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    twilio: FakeTwilioServer,
+) -> AsyncIterator[Daemon]:
+    """A daemon configured for Twilio: it builds the real Twilio sender itself."""
+    settings = make_settings(
+        database_url,
+        moto_server_url,
+        twilio={
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "from_number": FROM_NUMBER,
+            "base_url": twilio.base_url,
+        },
+    )
+    running = Daemon(settings, provider=provider)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def twilio_api(twilio_daemon: Daemon) -> AsyncIterator[Api]:
+    assert twilio_daemon.port is not None
+    async with api_for(twilio_daemon.port) as client:
+        yield client
+
+
+async def test_twilio_answering_500_then_201_texts_exactly_once(
+    twilio: FakeTwilioServer, twilio_daemon: Daemon, twilio_api: Api, aws: AwsClients
+) -> None:
+    twilio.script([500, 201])
+    ada = await twilio_api.customer(phone="+2348044444444")
+
+    async def settled() -> bool:
+        return (
+            await Notification.filter(status="sent").exists()
+            and await queue_depth(aws, resources(twilio_daemon).queue_url) == 0
+        )
+
+    await eventually(settled, timeout=15)
+    assert [request.answered_status for request in twilio.requests] == [500, 201]
+    assert twilio.created_count == 1
+    [message] = twilio.messages
+    [notification] = await Notification.all()
+    assert notification.status == "sent"
+    assert notification.sender == "twilio"
+    assert notification.provider_message_id == message["sid"]
+    assert (message["to"], message["from"]) == (ada.phone, FROM_NUMBER)
+    assert message["body"] == notification.body
+    assert notification.body.startswith(f"Welcome to voltpay, {ada.username}!")
+    sent = twilio_daemon.metrics.sample("voltpay_sms_sent_total", {"sender": "twilio"})
+    assert sent == 1
+
+    reply = await twilio_api.call("GET", "/api/notifications", customer=ada)
+    assert reply.status == 200, reply.body
+    [item] = reply.body["items"]
+    assert (item["status"], item["eventId"]) == ("sent", str(notification.event_id))
+    assert item["sentAt"] is not None
+
+
+async def test_twilio_refusing_with_400_marks_the_sms_failed_and_drops_the_message(
+    twilio: FakeTwilioServer, twilio_daemon: Daemon, twilio_api: Api, aws: AwsClients
+) -> None:
+    twilio.script([400])
+    ada = await twilio_api.customer(phone="+2348055555555")
+
+    async def settled() -> bool:
+        return (
+            await Notification.filter(status="failed").exists()
+            and await queue_depth(aws, resources(twilio_daemon).queue_url) == 0
+        )
+
+    # Deleted from the queue once refused for good: never redelivered.
+    await eventually(settled, timeout=15)
+    assert [request.answered_status for request in twilio.requests] == [400]
+    assert twilio.created_count == 0
+    [notification] = await Notification.all()
+    assert notification.status == "failed"
+    assert notification.sender == "twilio"
+    assert notification.sent_at is None
+    assert notification.claimed_until is None
+    assert notification.error is not None and "400" in notification.error
+    assert await AuditRecord.filter(event_id=notification.event_id).count() == 1
+    failed = twilio_daemon.metrics.sample("voltpay_sms_failed_total", {"sender": "twilio"})
+    assert failed == 1
+
+    reply = await twilio_api.call("GET", "/api/notifications", customer=ada)
+    assert reply.status == 200, reply.body
+    [item] = reply.body["items"]
+    assert (item["status"], item["sentAt"]) == ("failed", None)
+    assert item["eventId"] == str(notification.event_id)
+    assert uuid.UUID(item["notificationId"]) == notification.id

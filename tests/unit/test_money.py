@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from voltpay.domain.money import AmountError, format_minor, from_minor, parse_amount, to_minor
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (Decimal("100.0"), Decimal("100.00")),
+        ("100.00", Decimal("100.00")),
+        ("0.01", Decimal("0.01")),
+        (5, Decimal("5.00")),
+        (" 7.5 ", Decimal("7.50")),
+        (Decimal("1E+2"), Decimal("100.00")),
+    ],
+)
+def test_amounts_users_may_send(raw: object, expected: Decimal) -> None:
+    assert parse_amount(raw) == expected
+    assert parse_amount(raw).as_tuple().exponent == -2
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("1.234", "invalid_amount"),
+        (Decimal("0.001"), "invalid_amount"),
+        ("abc", "invalid_amount"),
+        ("1e3", "invalid_amount"),
+        ("-5.00", "invalid_amount"),
+        (Decimal("-5"), "amount_not_positive"),
+        (0, "amount_not_positive"),
+        ("0.00", "amount_not_positive"),
+        (True, "invalid_amount"),
+        (None, "invalid_amount"),
+        ([1], "invalid_amount"),
+        (1.5, "invalid_amount"),
+        (Decimal("NaN"), "invalid_amount"),
+        (Decimal("Infinity"), "invalid_amount"),
+        ("NaN", "invalid_amount"),
+        (Decimal("1E+300"), "amount_above_maximum"),
+    ],
+)
+def test_amounts_refused_with_a_code(raw: object, code: str) -> None:
+    with pytest.raises(AmountError) as caught:
+        parse_amount(raw)
+    assert caught.value.code == code
+
+
+def test_minor_units_round_trip_exactly() -> None:
+    assert to_minor(Decimal("1000000.00")) == 100_000_000
+    assert to_minor(Decimal("0.10")) == 10
+    assert from_minor(12345) == Decimal("123.45")
+    with pytest.raises(ValueError):
+        to_minor(Decimal("0.005"))
+
+
+@pytest.mark.parametrize(
+    ("minor", "text"),
+    [(0, "0.00"), (5, "0.05"), (150, "1.50"), (-250, "-2.50"), (10**12, "10000000000.00")],
+)
+def test_money_leaves_as_a_two_place_string(minor: int, text: str) -> None:
+    assert format_minor(minor) == text
