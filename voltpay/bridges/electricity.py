@@ -286,7 +286,7 @@ class SimulatedProvider:
         self._tariff_minor_per_kwh = tariff_minor_per_kwh
         self._minimum_amount_minor = minimum_amount_minor
         self._maximum_amount_minor = maximum_amount_minor
-        self._latency_seconds = latency_seconds
+        self.latency_seconds = latency_seconds
         self._token_key = token_key
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock if clock is not None else _utc_now
@@ -305,8 +305,8 @@ class SimulatedProvider:
         # The provider acts before its answer travels back: a caller that gives
         # up during the latency leaves a vend that happened, as in real life.
         record, answer_lost = self._settle(request_id, meter, amount_minor)
-        if self._latency_seconds:
-            await asyncio.sleep(self._latency_seconds)
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
         if answer_lost:
             raise VendOutcomeUnknown(request_id)
         if record.result is None:

@@ -162,7 +162,8 @@ class Pipeline:
                 return
             await asyncio.sleep(0.05)
         log.warning(
-            "the embedded queue was not empty at shutdown; unconsumed events go out again at the next start"
+            "the embedded queue was not empty at shutdown; "
+            "its unconsumed events go out again at the next start"
         )
 
     async def close(self) -> None:
