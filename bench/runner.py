@@ -303,7 +303,7 @@ class Bench:
                     "/healthz",
                 )
                 await self._pairs(stage, "pay", ceiling)
-                if config.profile and database == "postgres":
+                if config.profile:
                     await stage.quiet()
                     await self._profile_pay(voltpay, database, db)
             for part in ("add-funds", "verify"):
@@ -659,7 +659,7 @@ class Bench:
                 await self._probe(
                     "ceiling-embedded", database, number, "embedded", "raw", config.pipeline_events
                 )
-            if config.profile and database == "postgres":
+            if config.profile:
                 await quiet()
                 await self._profile_pipeline(voltpay, database, db)
         finally:

@@ -3,8 +3,11 @@
 ``python -m bench.ceilings.pipeline --endpoint embedded|URL --events N --mode raw|bridges``
 
 Publishes N events (PublishBatch of 10, ``--concurrency`` batches at a time,
-as voltpay's outbox relay does) to a topic whose raw-delivery subscription
-feeds a queue, while one consumer receives (10 at a time, long polls) and
+as voltpay's outbox relay does, and never more than ``--window`` events
+published but not yet received: moto's server slows down as its queue grows,
+so a deep queue would make a poor ceiling: one batch in flight, the default,
+is the fastest on this machine) to a topic whose raw-delivery
+subscription feeds a queue, while one consumer receives (10 at a time, long polls) and
 deletes each batch (DeleteMessageBatch) in the background: no database, no
 SMS. Each message carries its publish time, so publish → receive latency is
 known per message.
@@ -77,7 +80,15 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     duplicates: int = 0
+    published: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def room(self, window: int) -> None:
+        """Until fewer than ``window`` events are published but not received."""
+        while window and self.published - len(self.seen) >= window:
+            self.progress.clear()
+            await self.progress.wait()
 
     def received(self, body: str, now: float) -> None:
         raw = json.loads(body)
@@ -88,6 +99,7 @@ class Tally:
         self.seen.add(event_id)
         self.latencies.append(now - float(raw["data"]["publishedAt"]))
         self.last_receive = now
+        self.progress.set()
         if len(self.seen) >= self.events:
             self.done.set()
 
@@ -160,7 +172,12 @@ def _keep(tasks: set[asyncio.Task[None]], coroutine: Coroutine[Any, Any, None]) 
 
 
 async def measure(
-    publish: Publish, receive: Receive, delete: Delete, events: int, concurrency: int
+    publish: Publish,
+    receive: Receive,
+    delete: Delete,
+    events: int,
+    concurrency: int,
+    window: int,
 ) -> Tally:
     tally = Tally(events)
     slots = asyncio.Semaphore(concurrency)
@@ -168,9 +185,11 @@ async def measure(
 
     async def publish_one(start: int) -> None:
         async with slots:
+            await tally.room(window)
+            size = min(BATCH, events - start)
+            tally.published += size
             now = time.time()
-            batch = [event_body(n, now) for n in range(start, min(start + BATCH, events))]
-            await publish(batch)
+            await publish([event_body(n, now) for n in range(start, start + size)])
 
     async def consume() -> None:
         while not tally.done.is_set():
@@ -197,7 +216,7 @@ async def measure(
 
 
 async def run(
-    endpoint: str, events: int, mode: str, concurrency: int, timeout: float
+    endpoint: str, events: int, mode: str, concurrency: int, window: int, timeout: float
 ) -> dict[str, Any]:
     embedded = None
     if endpoint == "embedded":
@@ -223,7 +242,9 @@ async def run(
             made = await provision(clients, settings)
             calls = raw_calls(clients, made) if mode == "raw" else bridge_calls(clients, made)
             try:
-                tally = await asyncio.wait_for(measure(*calls, events, concurrency), timeout)
+                tally = await asyncio.wait_for(
+                    measure(*calls, events, concurrency, window), timeout
+                )
             except TimeoutError:
                 return {"events": events, "received": 0, "timed_out": True}
     finally:
@@ -252,10 +273,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--mode", choices=("raw", "bridges"), default="raw")
     parser.add_argument("--concurrency", type=int, default=4, help="PublishBatch calls at once")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=10,
+        help="most events published but not yet received (0: publish all at once)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     use_uvloop()
-    result = asyncio.run(run(args.endpoint, args.events, args.mode, args.concurrency, args.timeout))
+    result = asyncio.run(
+        run(args.endpoint, args.events, args.mode, args.concurrency, args.window, args.timeout)
+    )
     print("BENCH_JSON " + json.dumps(result), flush=True)
 
 
