@@ -151,3 +151,40 @@ def test_version(tmp_path: Path) -> None:
     result = run_cli(["--version"], cwd=tmp_path)
     assert result.returncode == 0, result
     assert result.stdout.strip() == f"voltpay {__version__}"
+
+
+async def test_a_second_signal_exits_at_once(daemons: Daemons, http: aiohttp.ClientSession) -> None:
+    daemon = daemons.start(
+        {
+            "VOLTPAY_PROVIDER__LATENCY_SECONDS": "20",
+            "VOLTPAY_PROVIDER__VEND_TIMEOUT_SECONDS": "30",
+            "VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS": "25",
+        }
+    )
+    await daemon.wait_ready(http)
+    api = await Api(http, daemon.base_url).register_and_login()
+    await api.add_funds("100.00")
+    bill = await api.verify("100.00")
+
+    async def pay() -> None:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.post(
+                f"{daemon.base_url}/api/Vend/{bill['billId']}/pay",
+                headers={"Authorization": f"Bearer {api.token}"},
+            ) as response:
+                await response.read()
+
+    paying = asyncio.create_task(pay())
+
+    async def processing() -> bool:
+        return bool((await api.bill(bill["billId"]))["status"] == "processing")
+
+    await eventually(processing, timeout=10)
+    daemon.send(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert daemon.running, "the first signal drains, waiting for the slow vend"
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+    assert await daemon.wait_exit(5) != 0
+    assert time.monotonic() - started < 5
+    await paying
