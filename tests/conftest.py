@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import pytest
 from tests.client import Api, api_for
 from tests.fakes.moto_server import moto_server_fixture
 from voltpay.bridges.electricity import SimulatedProvider
+from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
 from voltpay.daemon.runtime import Daemon
 from voltpay.models.database import apply_migrations
@@ -133,19 +135,32 @@ def settings_overrides() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-async def daemon(
-    database_url: str,
-    moto_server_url: str,
-    provider: SimulatedProvider,
-    settings_overrides: dict[str, dict[str, Any]],
-) -> AsyncIterator[Daemon]:
-    settings = make_settings(database_url, moto_server_url, **settings_overrides)
-    running = Daemon(settings, provider=provider)
+def sms_sender() -> SmsSender | None:
+    """None: the daemon's own choice (the log sender). Override to record."""
+    return None
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings, **collaborators: Any) -> AsyncIterator[Daemon]:
+    running = Daemon(settings, **collaborators)
     try:
         await running.start()
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+async def daemon(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    settings_overrides: dict[str, dict[str, Any]],
+    sms_sender: SmsSender | None,
+) -> AsyncIterator[Daemon]:
+    settings = make_settings(database_url, moto_server_url, **settings_overrides)
+    async with running_daemon(settings, provider=provider, sms_sender=sms_sender) as running:
+        yield running
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from tests.client import Api, api_for, eventually
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_daemon
 from tests.fakes.recording_sms import RecordingSmsSender
 from tests.fakes.twilio_server import FakeTwilioServer
+from tests.integration.conftest import delivered, outbox_event_ids, queue_depth
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import SnsPublisher
@@ -28,36 +29,8 @@ FROM_NUMBER = "+15005550006"
 
 
 @pytest.fixture
-def sms() -> RecordingSmsSender:
-    return RecordingSmsSender()
-
-
-@pytest.fixture
-async def daemon(
-    database_url: str,
-    moto_server_url: str,
-    provider: SimulatedProvider,
-    settings_overrides: dict[str, dict[str, Any]],
-    sms: RecordingSmsSender,
-) -> AsyncIterator[Daemon]:
-    """The conftest daemon, texting through the recording sender."""
-    settings = make_settings(database_url, moto_server_url, **settings_overrides)
-    running = Daemon(settings, provider=provider, sms_sender=sms)
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def aws(moto_server_url: str) -> AsyncIterator[AwsClients]:
-    """SNS and SQS clients of the test's own, to act on the daemon's queues."""
-    clients = await AwsClients.open(
-        endpoint_url=moto_server_url, region="us-east-1", access_key_id=None, secret_access_key=None
-    )
-    async with clients:
-        yield clients
+def sms_sender(sms: RecordingSmsSender) -> RecordingSmsSender:
+    return sms
 
 
 def closed_port() -> int:
@@ -66,32 +39,6 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-async def queue_depth(aws: AwsClients, queue_url: str) -> int:
-    """Messages in the queue, visible or in flight."""
-    response = await aws.sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )
-    attributes = response["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-async def outbox_event_ids() -> set[str]:
-    return {str(e) for e in await OutboxEvent.all().values_list("event_id", flat=True)}
-
-
-async def delivered(expected: int) -> bool:
-    """True once ``expected`` events were written and each was texted and audited."""
-    events = await outbox_event_ids()
-    sent = {
-        str(e) for e in await Notification.filter(status="sent").values_list("event_id", flat=True)
-    }
-    audited = {str(e) for e in await AuditRecord.all().values_list("event_id", flat=True)}
-    return len(events) == expected and events <= sent and events <= audited
 
 
 def resources(daemon: Daemon) -> Any:
@@ -242,12 +189,8 @@ async def twilio_daemon(
             "base_url": twilio.base_url,
         },
     )
-    running = Daemon(settings, provider=provider)
-    try:
-        await running.start()
+    async with running_daemon(settings, provider=provider) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
