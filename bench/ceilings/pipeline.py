@@ -5,12 +5,14 @@
 Publishes N events (PublishBatch of 10, ``--concurrency`` batches at a time,
 as voltpay's outbox relay does, and never more than ``--window`` events
 published but not yet received: moto's server slows down as its queue grows,
-so a deep queue would make a poor ceiling: one batch in flight, the default,
-is the fastest on this machine) to a topic whose raw-delivery
-subscription feeds a queue, while one consumer receives (10 at a time, long polls) and
+so a deep queue would make a poor ceiling; one batch in flight, the default,
+is the fastest on this machine) to a topic whose raw-delivery subscription
+feeds a queue, while one consumer receives (10 at a time, long polls) and
 deletes each batch (DeleteMessageBatch) in the background: no database, no
-SMS. Each message carries its publish time, so publish → receive latency is
-known per message.
+SMS. All N events are ready at the start, like N payments voltpay committed at
+once; each message carries that time and the time of its PublishBatch call, so
+ready → receive latency (what voltpay's commit → SMS is compared with) and
+call → receive latency are known per message.
 
 * ``--mode raw``: aioboto3 calls as they are (the ceiling);
 * ``--mode bridges``: voltpay's own SnsPublisher and SqsConsumer.
@@ -77,7 +79,8 @@ class Tally:
     first_publish: float = 0.0
     published_at_end: float = 0.0
     last_receive: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # ready -> received
+    call_latencies: list[float] = field(default_factory=list)  # PublishBatch call -> received
     seen: set[str] = field(default_factory=set)
     duplicates: int = 0
     published: int = 0
@@ -97,7 +100,8 @@ class Tally:
             self.duplicates += 1
             return
         self.seen.add(event_id)
-        self.latencies.append(now - float(raw["data"]["publishedAt"]))
+        self.latencies.append(now - float(raw["data"]["readyAt"]))
+        self.call_latencies.append(now - float(raw["data"]["publishedAt"]))
         self.last_receive = now
         self.progress.set()
         if len(self.seen) >= self.events:
@@ -263,6 +267,8 @@ async def run(
         "p50_ms": percentile(tally.latencies, 0.50) * 1000,
         "p99_ms": percentile(tally.latencies, 0.99) * 1000,
         "mean_ms": (statistics.fmean(tally.latencies) * 1000) if tally.latencies else 0.0,
+        "call_p50_ms": percentile(tally.call_latencies, 0.50) * 1000,
+        "call_p99_ms": percentile(tally.call_latencies, 0.99) * 1000,
         "timed_out": False,
     }
 

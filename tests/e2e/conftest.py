@@ -238,18 +238,24 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
 
 
 def run_cli(
-    args: list[str], env: Mapping[str, str] | None = None, *, cwd: Path, timeout: float = 30
+    args: list[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: Path,
+    timeout: float = 30,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m voltpay ARGS`` to completion (for commands that exit by themselves)."""
     return subprocess.run(
         [sys.executable, "-m", "voltpay", *args],
         cwd=cwd,
         env=daemon_environment(env),
-        stdin=subprocess.DEVNULL,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        **({} if stdin is not None else {"stdin": subprocess.DEVNULL}),
     )
 
 

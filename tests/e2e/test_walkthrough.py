@@ -97,7 +97,7 @@ async def test_register_fund_pay_notify_logout(
 
     async def token_sms() -> dict[str, object] | None:
         for item in await api.notifications():
-            if item["eventType"] == "payment_completed":
+            if item["eventType"] == "payment_completed" and item["status"] != "queued":
                 return item
         return None
 

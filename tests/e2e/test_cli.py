@@ -1,0 +1,74 @@
+"""The command line an operator uses besides `run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from tests.e2e.conftest import Api, Daemons, run_cli
+
+
+def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
+    first = run_cli(["migrate"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "var" / "voltpay.sqlite3").exists()
+    again = run_cli(["migrate"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+async def test_user_add_creates_a_user_who_can_log_in(
+    tmp_path: Path, daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    added = run_cli(
+        ["user", "add", "operator_1", "--phone", "+2348011112222", "--password-stdin"],
+        cwd=tmp_path,
+        stdin="a long passphrase\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert "created user operator_1" in added.stdout
+    taken = run_cli(
+        ["user", "add", "operator_1", "--phone", "+2348011112222", "--password-stdin"],
+        cwd=tmp_path,
+        stdin="a long passphrase\n",
+    )
+    assert taken.returncode == 2 and "taken" in taken.stderr
+    weak = run_cli(
+        ["user", "add", "operator_2", "--phone", "+2348011112222", "--password-stdin"],
+        cwd=tmp_path,
+        stdin="short\n",
+    )
+    assert weak.returncode == 2 and "password" in weak.stderr
+
+    daemon = daemons.start(cwd=tmp_path)
+    await daemon.wait_ready(http)
+    async with http.post(
+        f"{daemon.base_url}/api/auth/login",
+        json={"username": "operator_1", "password": "a long passphrase"},
+    ) as response:
+        assert response.status == 200
+        body = await response.json()
+    api = Api(http, daemon.base_url)
+    api.token = body["token"]
+    assert (await api.expect(200, "GET", "/api/me"))["username"] == "operator_1"
+
+
+def test_aws_bootstrap_needs_an_endpoint(tmp_path: Path) -> None:
+    result = run_cli(["aws", "bootstrap"], cwd=tmp_path)
+    assert result.returncode == 78
+    assert "VOLTPAY_AWS__ENDPOINT_URL" in result.stderr
+
+
+def test_aws_bootstrap_provisions_an_endpoint(tmp_path: Path, external_aws_url: str) -> None:
+    env = {
+        "VOLTPAY_AWS__ENDPOINT_URL": external_aws_url,
+        "VOLTPAY_AWS__TOPIC_NAME": "bootstrap-topic",
+        "VOLTPAY_AWS__QUEUE_NAME": "bootstrap-queue",
+        "VOLTPAY_AWS__DEAD_LETTER_QUEUE_NAME": "bootstrap-dlq",
+    }
+    first = run_cli(["aws", "bootstrap"], env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "VOLTPAY_AWS__TOPIC_ARN=arn:aws:sns:" in first.stdout
+    assert "VOLTPAY_AWS__QUEUE_URL=" in first.stdout
+    again = run_cli(["aws", "bootstrap"], env, cwd=tmp_path)
+    assert again.stdout == first.stdout, "bootstrapping twice changes nothing"
