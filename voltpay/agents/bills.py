@@ -143,10 +143,7 @@ class BillsAgent:
 
     async def _pay(self, command: PayBill) -> BillAnswer:
         try:
-            if command.wallet_id is None:
-                wallet_id = await wallets.primary_wallet_id(command.user_id)
-            else:
-                wallet_id = (await wallets.owned_wallet(command.wallet_id, command.user_id)).id
+            wallet_id = command.wallet_id or await wallets.primary_wallet_id(command.user_id)
             started = await bill_store.start_payment(command.bill_id, command.user_id, wallet_id)
         except (bill_store.BillNotFound, wallets.WalletNotFound):
             raise _problem("not_found", 404, "no such bill or wallet") from None
@@ -178,16 +175,19 @@ class BillsAgent:
             # An answer nobody understood: the vend may have happened.
             log.exception("unexpected vend error for bill %s; reconciling", bill.id)
             return BillAnswer(bill, started.balance_after_minor, settled=False)
-        settled = await self._complete(bill.id, result)
+        settled = await self._complete(bill.id, result, started.balance_after_minor)
         return BillAnswer(settled.bill, settled.wallet_balance_minor, settled=True)
 
-    async def _complete(self, bill_id: uuid.UUID, result: VendResult) -> bill_store.Settled:
+    async def _complete(
+        self, bill_id: uuid.UUID, result: VendResult, balance_after_minor: int | None = None
+    ) -> bill_store.Settled:
         settled = await bill_store.complete_payment(
             bill_id,
             token=result.token,
             units=result.units,
             receipt_number=result.receipt_number,
             tariff_minor_per_kwh=result.tariff_minor_per_kwh,
+            wallet_balance_minor=balance_after_minor,
         )
         self._on_events()
         return settled

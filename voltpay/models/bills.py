@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 from voltpay.domain.bills import BillStatus, check_payable
 from voltpay.domain.events import Event, rfc3339
 from voltpay.domain.money import format_minor
-from voltpay.models import wallets
+from voltpay.models import sql, wallets
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import Bill
 
@@ -111,32 +111,39 @@ async def start_payment(
 ) -> PaymentStarted:
     """pending → processing and the debit, in one transaction: one winner only.
 
-    Raises BillNotFound, BillNotPayable (from the domain rules) or
-    InsufficientFunds; in every failing case nothing is written.
+    Raises BillNotFound, BillNotPayable (from the domain rules),
+    InsufficientFunds or WalletNotFound; in every failing case nothing is
+    written.
     """
     moment = now or datetime.now(UTC)
     request_id = uuid.uuid4().hex
     async with in_transaction() as conn:
-        bill = await Bill.get_or_none(id=bill_id, user_id=owner_id, using_db=conn)
-        if bill is None:
-            raise BillNotFound(str(bill_id))
-        moved = (
-            await Bill.filter(id=bill_id, status=BillStatus.PENDING.value, expires_at__gt=moment)
-            .using_db(conn)
-            .update(
-                status=BillStatus.PROCESSING.value,
-                wallet_id=wallet_id,
-                vend_request_id=request_id,
-                processing_since=moment,
-                updated_at=moment,
-            )
+        moved = await sql.models(
+            conn,
+            Bill,
+            "UPDATE bills SET status = $1, wallet_id = $2, vend_request_id = $3, "
+            "processing_since = $4, updated_at = $5 "
+            "WHERE id = $6 AND user_id = $7 AND status = $8 AND expires_at > $9 RETURNING *",
+            BillStatus.PROCESSING.value,
+            wallet_id,
+            request_id,
+            moment,
+            moment,
+            bill_id,
+            owner_id,
+            BillStatus.PENDING.value,
+            moment,
         )
-        if moved != 1:
-            await bill.refresh_from_db(using_db=conn)
+        if not moved:
+            bill = await Bill.get_or_none(id=bill_id, user_id=owner_id, using_db=conn)
+            if bill is None:
+                raise BillNotFound(str(bill_id))
             check_payable(BillStatus(bill.status), bill.expires_at, moment)
             raise RuntimeError("bill did not move although it is payable")  # pragma: no cover
-        movement = await wallets.debit(conn, wallet_id, bill.amount_minor, moment, bill_id=bill_id)
-        await bill.refresh_from_db(using_db=conn)
+        bill = moved[0]
+        movement = await wallets.debit(
+            conn, wallet_id, owner_id, bill.amount_minor, moment, bill_id=bill_id
+        )
     return PaymentStarted(bill, request_id, movement.balance_after_minor)
 
 
@@ -147,29 +154,36 @@ async def complete_payment(
     units: Decimal,
     receipt_number: str,
     tariff_minor_per_kwh: int,
+    wallet_balance_minor: int | None = None,
     now: datetime | None = None,
 ) -> Settled:
-    """processing → paid with the token; a second call changes nothing."""
+    """processing → paid with the token; a second call changes nothing.
+
+    ``wallet_balance_minor`` is the balance the debit left, told to the user.
+    """
     moment = now or datetime.now(UTC)
     async with in_transaction() as conn:
-        moved = (
-            await Bill.filter(id=bill_id, status=BillStatus.PROCESSING.value)
-            .using_db(conn)
-            .update(
-                status=BillStatus.PAID.value,
-                token=token,
-                units=str(units),
-                receipt_number=receipt_number,
-                tariff_minor_per_kwh=tariff_minor_per_kwh,
-                paid_at=moment,
-                updated_at=moment,
-            )
+        moved = await sql.models(
+            conn,
+            Bill,
+            "UPDATE bills SET status = $1, token = $2, units = $3, receipt_number = $4, "
+            "tariff_minor_per_kwh = $5, paid_at = $6, updated_at = $7 "
+            "WHERE id = $8 AND status = $9 RETURNING *",
+            BillStatus.PAID.value,
+            token,
+            str(units),
+            receipt_number,
+            tariff_minor_per_kwh,
+            moment,
+            moment,
+            bill_id,
+            BillStatus.PROCESSING.value,
         )
-        bill = await Bill.get(id=bill_id, using_db=conn)
-        if moved != 1:
-            return Settled(bill, None, None)
-        balance = None
-        if bill.wallet_id is not None:
+        if not moved:
+            return Settled(await Bill.get(id=bill_id, using_db=conn), None, None)
+        bill = moved[0]
+        balance = wallet_balance_minor
+        if balance is None and bill.wallet_id is not None:
             balance = await wallets._balance(conn, bill.wallet_id)
         data = _bill_event_data(bill) | {
             "walletId": str(bill.wallet_id),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.events import Event
+from voltpay.models import sql
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import LoginFailure, Session, User, Wallet
 
@@ -72,10 +74,16 @@ async def open_session(user_id: uuid.UUID, token_hash: str, ttl_seconds: int) ->
 
 
 async def session_user(token_hash: str) -> User | None:
-    session = await Session.get_or_none(token_hash=token_hash, expires_at__gt=datetime.now(UTC))
-    if session is None:
-        return None
-    return await User.get_or_none(id=session.user_id)  # type: ignore[attr-defined]
+    """The user behind a live session, in one round trip."""
+    found = await sql.models(
+        connections.get("default"),
+        User,
+        "SELECT users.* FROM sessions JOIN users ON users.id = sessions.user_id "
+        "WHERE sessions.token_hash = $1 AND sessions.expires_at > $2",
+        token_hash,
+        datetime.now(UTC),
+    )
+    return found[0] if found else None
 
 
 async def close_session(token_hash: str) -> None:

@@ -5,13 +5,14 @@ the ledger and never drops below zero, whatever runs concurrently."""
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F
 from tortoise.functions import Sum
 
+from voltpay.models import sql
 from voltpay.models.tables import LedgerEntry, Wallet
 
 CREDIT = "credit"
@@ -44,21 +45,24 @@ async def _write_entry(
     wallet_id: uuid.UUID,
     kind: str,
     signed_amount_minor: int,
+    balance_after_minor: int,
     bill_id: uuid.UUID | None,
     now: datetime,
 ) -> Movement:
-    balance_after = await _balance(conn, wallet_id)
-    entry = await LedgerEntry.create(
-        id=uuid.uuid4(),
-        wallet_id=wallet_id,
-        kind=kind,
-        amount_minor=signed_amount_minor,
-        balance_after_minor=balance_after,
-        bill_id=bill_id,
-        created_at=now,
-        using_db=conn,
+    entry_id = uuid.uuid4()
+    await sql.execute(
+        conn,
+        "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
+        "bill_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        entry_id,
+        wallet_id,
+        kind,
+        signed_amount_minor,
+        balance_after_minor,
+        bill_id,
+        now,
     )
-    return Movement(entry.id, wallet_id, balance_after)
+    return Movement(entry_id, wallet_id, balance_after_minor)
 
 
 async def credit(
@@ -73,35 +77,59 @@ async def credit(
 ) -> Movement:
     if amount_minor <= 0:
         raise ValueError("a credit must be positive")
-    query = Wallet.filter(id=wallet_id)
-    if owner_id is not None:
-        query = query.filter(user_id=owner_id)
-    changed = await query.using_db(conn).update(
-        balance_minor=F("balance_minor") + amount_minor, updated_at=now
-    )
-    if changed != 1:
+    if owner_id is None:
+        changed = await sql.rows(
+            conn,
+            "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
+            "WHERE id = $3 RETURNING balance_minor",
+            amount_minor,
+            now,
+            wallet_id,
+        )
+    else:
+        changed = await sql.rows(
+            conn,
+            "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
+            "WHERE id = $3 AND user_id = $4 RETURNING balance_minor",
+            amount_minor,
+            now,
+            wallet_id,
+            owner_id,
+        )
+    if len(changed) != 1:
         raise WalletNotFound(str(wallet_id))
-    return await _write_entry(conn, wallet_id, kind, amount_minor, bill_id, now)
+    balance = int(changed[0]["balance_minor"])
+    return await _write_entry(conn, wallet_id, kind, amount_minor, balance, bill_id, now)
 
 
 async def debit(
     conn: BaseDBAsyncClient,
     wallet_id: uuid.UUID,
+    owner_id: uuid.UUID,
     amount_minor: int,
     now: datetime,
     *,
     bill_id: uuid.UUID | None,
 ) -> Movement:
+    """The conditional debit: it cannot take the balance below zero."""
     if amount_minor <= 0:
         raise ValueError("a debit must be positive")
-    changed = (
-        await Wallet.filter(id=wallet_id, balance_minor__gte=amount_minor)
-        .using_db(conn)
-        .update(balance_minor=F("balance_minor") - amount_minor, updated_at=now)
+    changed = await sql.rows(
+        conn,
+        "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
+        "WHERE id = $3 AND user_id = $4 AND balance_minor >= $5 RETURNING balance_minor",
+        amount_minor,
+        now,
+        wallet_id,
+        owner_id,
+        amount_minor,
     )
-    if changed != 1:
-        raise InsufficientFunds(str(wallet_id))
-    return await _write_entry(conn, wallet_id, DEBIT, -amount_minor, bill_id, now)
+    if len(changed) != 1:
+        if await Wallet.filter(id=wallet_id, user_id=owner_id).using_db(conn).exists():
+            raise InsufficientFunds(str(wallet_id))
+        raise WalletNotFound(str(wallet_id))
+    balance = int(changed[0]["balance_minor"])
+    return await _write_entry(conn, wallet_id, DEBIT, -amount_minor, balance, bill_id, now)
 
 
 async def owned_wallet(wallet_id: uuid.UUID, owner_id: uuid.UUID) -> Wallet:
@@ -111,7 +139,15 @@ async def owned_wallet(wallet_id: uuid.UUID, owner_id: uuid.UUID) -> Wallet:
     return wallet
 
 
+_PRIMARY_WALLETS: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
+_PRIMARY_WALLETS_KEPT = 50_000
+
+
 async def primary_wallet_id(owner_id: uuid.UUID) -> uuid.UUID:
+    """The user's first wallet; it never changes, so it is remembered."""
+    known = _PRIMARY_WALLETS.get(owner_id)
+    if known is not None:
+        return known
     wallet_ids = (
         await Wallet.filter(user_id=owner_id)
         .order_by("created_at")
@@ -120,7 +156,11 @@ async def primary_wallet_id(owner_id: uuid.UUID) -> uuid.UUID:
     )
     if not wallet_ids:
         raise WalletNotFound(str(owner_id))
-    return wallet_ids[0]  # type: ignore[return-value]
+    wallet_id: uuid.UUID = wallet_ids[0]  # type: ignore[assignment]
+    _PRIMARY_WALLETS[owner_id] = wallet_id
+    if len(_PRIMARY_WALLETS) > _PRIMARY_WALLETS_KEPT:
+        _PRIMARY_WALLETS.popitem(last=False)
+    return wallet_id
 
 
 async def ledger_sum(wallet_id: uuid.UUID) -> int:

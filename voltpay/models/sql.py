@@ -1,0 +1,61 @@
+"""Hand-written SQL for the hot money path, on both dialects.
+
+The statements are written once with PostgreSQL's ``$n`` placeholders, each
+used once and in order, so that SQLite's ``?`` form is a plain substitution.
+Rows come back as model instances through Tortoise's own field conversion.
+Both SQLite (3.35+) and PostgreSQL support ``UPDATE ... RETURNING``, which
+saves the read-after-write that the ORM would need.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
+
+M = TypeVar("M", bound=Model)
+_PLACEHOLDER = re.compile(r"\$\d+")
+
+
+def is_sqlite(conn: BaseDBAsyncClient) -> bool:
+    return str(conn.capabilities.dialect) == "sqlite"
+
+
+@functools.lru_cache(maxsize=256)
+def _for_sqlite(sql: str) -> str:
+    return _PLACEHOLDER.sub("?", sql)
+
+
+def _param(value: Any, sqlite: bool) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if sqlite and isinstance(value, datetime):
+        # The form Tortoise stores, so text comparisons order correctly.
+        return value.isoformat(" ")
+    return value
+
+
+def _prepare(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    sqlite = is_sqlite(conn)
+    return (_for_sqlite(sql) if sqlite else sql), [_param(v, sqlite) for v in values]
+
+
+async def rows(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
+    query, params = _prepare(conn, sql, values)
+    return list(await conn.execute_query_dict(query, params))
+
+
+async def execute(conn: BaseDBAsyncClient, sql: str, *values: Any) -> int:
+    query, params = _prepare(conn, sql, values)
+    changed, _ = await conn.execute_query(query, params)
+    return int(changed)
+
+
+async def models(conn: BaseDBAsyncClient, model: type[M], sql: str, *values: Any) -> list[M]:
+    return [model._init_from_db(**row) for row in await rows(conn, sql, *values)]
