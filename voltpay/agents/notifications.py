@@ -71,6 +71,14 @@ class NotificationsAgent:
         except UnknownEvent as exc:
             log.warning("no SMS for event %s: %s", event.event_id, exc)
             return Disposition.DONE
+        created = await store.create_claimed(
+            event.event_id, event.type, user_id, phone or "", body, self._lease
+        )
+        if created is not None:
+            if not phone:
+                await store.mark_failed(created, self._sender.name, "no phone number")
+                return Disposition.DONE
+            return await self._send(created, phone, body, event)
         notification = await store.ensure_notification(
             event.event_id, event.type, user_id, phone or "", body
         )

@@ -6,30 +6,69 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 
-from voltpay.models.tables import AuditRecord, InboxEvent, Notification, User
+from voltpay.models import sql
+from voltpay.models.tables import Notification
 
 QUEUED = "queued"
 SENT = "sent"
 FAILED = "failed"
 
 
+def _db() -> BaseDBAsyncClient:
+    conn: BaseDBAsyncClient = connections.get("default")
+    return conn
+
+
 async def record_inbox(event_id: uuid.UUID, event_type: str) -> bool:
     """True the first time this event id is seen."""
-    try:
-        await InboxEvent.create(
-            event_id=event_id, event_type=event_type, received_at=datetime.now(UTC)
-        )
-    except IntegrityError:
-        return False
-    return True
+    inserted = await sql.execute(
+        _db(),
+        "INSERT INTO inbox (event_id, event_type, received_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        event_type,
+        datetime.now(UTC),
+    )
+    return inserted == 1
 
 
 async def phone_of(user_id: uuid.UUID) -> str | None:
-    phones = await User.filter(id=user_id).values_list("phone_number", flat=True)
-    return str(phones[0]) if phones else None
+    found = await sql.rows(_db(), "SELECT phone_number FROM users WHERE id = $1", user_id)
+    return str(found[0]["phone_number"]) if found else None
+
+
+async def create_claimed(
+    event_id: uuid.UUID,
+    event_type: str,
+    user_id: uuid.UUID | None,
+    to: str,
+    body: str,
+    lease_seconds: float,
+) -> uuid.UUID | None:
+    """The notification row, created already claimed by us; None if it exists."""
+    now = datetime.now(UTC)
+    created = await sql.rows(
+        _db(),
+        'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
+        "attempts, claimed_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING id",
+        uuid.uuid4(),
+        event_id,
+        event_type,
+        user_id,
+        to,
+        body,
+        QUEUED,
+        1,
+        now + timedelta(seconds=lease_seconds),
+        now,
+    )
+    return uuid.UUID(str(created[0]["id"])) if created else None
 
 
 async def ensure_notification(
@@ -65,13 +104,15 @@ async def claim(notification_id: uuid.UUID, lease_seconds: float) -> bool:
 
 
 async def mark_sent(notification_id: uuid.UUID, sender: str, provider_message_id: str) -> None:
-    await Notification.filter(id=notification_id).update(
-        status=SENT,
-        sender=sender,
-        provider_message_id=provider_message_id[:64],
-        sent_at=datetime.now(UTC),
-        claimed_until=None,
-        error=None,
+    await sql.execute(
+        _db(),
+        "UPDATE notifications SET status = $1, sender = $2, provider_message_id = $3, "
+        "sent_at = $4, claimed_until = NULL, error = NULL WHERE id = $5",
+        SENT,
+        sender,
+        provider_message_id[:64],
+        datetime.now(UTC),
+        notification_id,
     )
 
 
@@ -90,14 +131,15 @@ async def release(notification_id: uuid.UUID, error: str) -> None:
 async def append_audit(
     event_id: uuid.UUID, event_type: str, occurred_at: datetime, body: str
 ) -> bool:
-    try:
-        await AuditRecord.create(
-            event_id=event_id,
-            event_type=event_type,
-            occurred_at=occurred_at,
-            recorded_at=datetime.now(UTC),
-            body=body,
-        )
-    except IntegrityError:
-        return False
-    return True
+    """Append once per event id; False for a duplicate."""
+    inserted = await sql.execute(
+        _db(),
+        "INSERT INTO audit_log (event_id, event_type, occurred_at, recorded_at, body) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        event_id,
+        event_type,
+        occurred_at,
+        datetime.now(UTC),
+        body,
+    )
+    return inserted == 1
