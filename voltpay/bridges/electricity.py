@@ -37,7 +37,7 @@ from voltpay.config.settings import ConfigurationError, ProviderSettings
 from voltpay.domain import sts
 
 DEFAULT_TOKEN_KEY = b"voltpay-simulated-sts-token-key"
-DEFAULT_REMEMBERED_REQUESTS = 100_000
+DEFAULT_REMEMBERED_REQUESTS = 20_000
 REQUEST_ID_REUSED = "request id reused"
 
 _ELEVEN_DIGITS = re.compile(r"[0-9]{11}")
