@@ -608,3 +608,52 @@ async def test_openapi_documents_every_route(api: Api) -> None:
         "password",
         "phoneNumber",
     }
+
+
+async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from voltpay.models.tables import IdempotencyRecord
+
+    who = await api.customer()
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    path = f"/api/wallets/{who.wallet_id}/add-funds"
+    first = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
+    assert first.status == 200
+    # As if the daemon had died while answering: the claim stays in progress.
+    await IdempotencyRecord.filter(key=key["Idempotency-Key"]).update(
+        state="in_progress", response_status=None, created_at=datetime.now(UTC)
+    )
+    busy = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
+    assert_problem(busy, 409, "idempotency_in_progress")
+    await IdempotencyRecord.filter(key=key["Idempotency-Key"]).update(
+        created_at=datetime.now(UTC) - timedelta(minutes=6)
+    )
+    retried = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
+    assert retried.status == 200
+    assert await api.balance(who) == "10.00"
+
+
+async def test_housekeeping_forgets_expired_sessions_and_keys(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from voltpay.models import idempotency
+    from voltpay.models import users as user_store
+    from voltpay.models.tables import IdempotencyRecord, Session
+
+    who = await api.customer()
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    await api.call(
+        "POST",
+        f"/api/wallets/{who.wallet_id}/add-funds",
+        json={"amount": "1.00"},
+        headers=key,
+        customer=who,
+    )
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await Session.all().update(expires_at=past)
+    await IdempotencyRecord.all().update(expires_at=past)
+    await user_store.purge_expired()
+    assert await idempotency.purge_expired() == 1
+    assert await Session.all().count() == 0
+    assert_problem(await api.call("GET", "/api/me", customer=who), 401, "unauthorized")

@@ -26,10 +26,13 @@ from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app
 from voltpay.http.context import Readiness, Services
+from voltpay.models import idempotency
+from voltpay.models import users as user_store
 from voltpay.models.database import close_database, open_database
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon")
+HOUSEKEEPING_SECONDS = 600.0
 Step = Callable[[], Awaitable[None]]
 
 
@@ -47,6 +50,8 @@ class Daemon:
     _closers: list[tuple[str, Step]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _watchdog: asyncio.Task[None] | None = None
+    _housekeeping: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     pipeline: Pipeline | None = None
     bills: BillsAgent | None = None
     wallets: WalletsAgent | None = None
@@ -97,6 +102,7 @@ class Daemon:
         self.readiness.checks["agents"] = self._agents_check
         self.bills.start_reconciler()
         self._on_close("reconciler", self.bills.stop_reconciler)
+        self._housekeeping = asyncio.create_task(self._keep_house(), name="housekeeping")
         await pipeline.start()
 
         services = Services(
@@ -122,6 +128,17 @@ class Daemon:
             if self.notifier.watchdog_interval() is not None:
                 self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
 
+    async def _keep_house(self) -> None:
+        """Forget expired sessions, failed logins and idempotency keys."""
+        while not self._stopping.is_set():
+            try:
+                await user_store.purge_expired()
+                await idempotency.purge_expired()
+            except Exception:
+                log.exception("housekeeping failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HOUSEKEEPING_SECONDS)
+
     async def _agents_check(self) -> None:
         stopped = [s.name for s in self.metrics.agents() if s.state != "running"]
         if stopped:
@@ -131,21 +148,13 @@ class Daemon:
         """Drain: not ready, no new HTTP or SQS work, finish what is in flight,
         flush the outbox, then close everything in reverse order."""
         self.readiness.draining = True
+        self._stopping.set()
         if self.settings.systemd.enabled:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self.pipeline is not None:
-            await self.pipeline.stop_intake()
-        for agent in (self.bills, self.wallets):
-            if agent is not None:
-                agent.mailbox.stop_accepting()
-                await agent.mailbox.drained()
-        if self.bills is not None:
-            await self.bills.stop_reconciler()
-        if self.pipeline is not None:
-            await self.pipeline.drain()
+        await self._drain_work()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,6 +168,23 @@ class Daemon:
         for stats in self.metrics.agents():
             stats.stopped()
         log.info("voltpay stopped")
+
+
+    async def _drain_work(self) -> None:
+        """No new SQS work; every mailbox empty; the reconciler's and the
+        housekeeper's passes finished; the outbox flushed."""
+        if self.pipeline is not None:
+            await self.pipeline.stop_intake()
+        for agent in (self.bills, self.wallets):
+            if agent is not None:
+                agent.mailbox.stop_accepting()
+                await agent.mailbox.drained()
+        if self.bills is not None:
+            await self.bills.stop_reconciler()
+        if self._housekeeping is not None:
+            await self._housekeeping
+        if self.pipeline is not None:
+            await self.pipeline.drain()
 
 
 async def _database_check() -> None:

@@ -12,6 +12,9 @@ from voltpay.models.tables import IdempotencyRecord
 
 IN_PROGRESS = "in_progress"
 DONE = "done"
+# Longer than any request can run (the vend timeout and the drain grace are
+# far shorter), so only a claim whose daemon died is ever taken over.
+ABANDONED_AFTER_SECONDS = 300
 
 
 class Claim(enum.Enum):
@@ -53,6 +56,10 @@ async def claim(
             if existing.request_hash != request_hash:
                 return Claim.MISMATCH, None
             if existing.state != DONE or existing.response_status is None:
+                if existing.created_at <= now - timedelta(seconds=ABANDONED_AFTER_SECONDS):
+                    # Its daemon died mid-request; let this retry run it.
+                    await IdempotencyRecord.filter(id=existing.id, state=IN_PROGRESS).delete()
+                    continue
                 return Claim.IN_PROGRESS, None
             return Claim.REPLAY, StoredResponse(
                 existing.response_status,
