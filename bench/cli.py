@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,7 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_MISSING_TOOL
     from bench import report, runner
 
-    results = asyncio.run(runner.run(config))
+    # A SIGTERM (a CI timeout, kill) stops the run like Ctrl-C: the processes
+    # it started are stopped and the bench database is dropped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        results = asyncio.run(runner.run(config))
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     md_path, json_path, figures = report.write(results)
     print(report.console(results, figures))
     print(f"wrote {md_path} and {json_path}")

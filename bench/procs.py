@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -18,6 +19,16 @@ import aiohttp
 PYTHON = sys.executable
 VOLTPAY = str(Path(PYTHON).with_name("voltpay"))
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """In a child before exec: SIGTERM when the bench dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def use_uvloop() -> None:
@@ -77,6 +88,7 @@ class Process:
                 stderr=asyncio.subprocess.STDOUT,
                 env=environment,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

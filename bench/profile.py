@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from bench.procs import die_with_parent
+
 INSTALL_HINT = f"{sys.executable} -m pip install py-spy"
 
 
@@ -51,6 +53,7 @@ class Recording:
             str(self.output),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         await asyncio.sleep(0.5)  # attached before the load starts
 

@@ -263,6 +263,25 @@ def pipeline_table(results: Results) -> list[str]:
     return lines
 
 
+def calls_lines(results: Results) -> list[str]:
+    """SNS/SQS calls per event made by the daemon, counted by the stub."""
+    lines = []
+    for database in ("sqlite", "postgres"):
+        group = [
+            s.calls_per_event
+            for s in results.pipeline
+            if s.kind == "voltpay-stub" and s.database == database and s.calls_per_event
+        ]
+        if not group:
+            continue
+        names = sorted({name for calls in group for name in calls})
+        shown = ", ".join(
+            f"{name} {_fmt(median(calls.get(name, 0.0) for calls in group), 2)}" for name in names
+        )
+        lines.append(f"- voltpay-stub, {database}: SNS/SQS calls per event: {shown}")
+    return [*lines, ""] if lines else []
+
+
 def drain_table(results: Results) -> list[str]:
     lines = [
         "| state | round | pay req/s | p99 ms | backlog | SMS during window | waiting after |",
@@ -297,6 +316,12 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         f"# voltpay bench, {started} on {machine['host']}",
         "",
         f"- machine: {machine['cpus']} CPUs ({machine['cpu_model']}), Python {machine['python']}",
+        f"- voltpay source digest: {results.source_at_start}"
+        + (
+            f" (then {results.source_at_end})"
+            if results.source_at_end != results.source_at_start
+            else ""
+        ),
         f"- run: {minutes:.1f} min; {'quick' if config.quick else 'full'} mode; "
         f"{config.duration} s per measurement after {config.warmup} s of warm-up; connections "
         f"{', '.join(map(str, config.connections))}; {config.rounds} rounds (voltpay and ceiling "
@@ -326,6 +351,7 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         "",
         *pipeline_table(results),
         "",
+        *calls_lines(results),
     ]
     if results.drain:
         out += [
@@ -374,6 +400,7 @@ def write(results: Results) -> tuple[Path, Path, dict[str, Any]]:
             if key != "out_dir"
         },
         "minutes": (results.finished_at - results.started_at) / 60,
+        "voltpay_source": {"start": results.source_at_start, "end": results.source_at_end},
         "notes": results.notes,
         "profiles": results.profiles,
         "samples": results.samples(),

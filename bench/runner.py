@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -38,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+import voltpay
 from bench.config import BenchConfig
 from bench.data import (
     BenchDb,
@@ -46,7 +48,7 @@ from bench.data import (
     create_postgres_database,
     drop_postgres_database,
 )
-from bench.procs import PYTHON, VOLTPAY, Process, free_port, rss_kib
+from bench.procs import PYTHON, VOLTPAY, Process, die_with_parent, free_port, rss_kib
 from bench.profile import Recording, summarize
 from bench.stats import percentile
 from bench.wrk import WrkResult, find_wrk, run_wrk
@@ -56,6 +58,15 @@ _MARK = "BENCH_JSON "
 # First guesses of req/s, to size the pending bills of a run (each pay needs
 # its own); later runs use what was measured.
 _FIRST_GUESS = {"voltpay": 1500.0, "ceiling": 4000.0}
+
+
+def source_fingerprint() -> str:
+    """A digest of voltpay's source files: which code was measured."""
+    root = Path(voltpay.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -84,6 +95,8 @@ class PipelineSample:
     events_per_s: float
     p50_ms: float
     p99_ms: float
+    # SNS/SQS calls per event, by operation (known against the bench's stub).
+    calls_per_event: dict[str, float] | None = None
 
 
 @dataclass
@@ -119,6 +132,8 @@ class Results:
     rss: list[RssSample] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    source_at_start: str = field(default_factory=source_fingerprint)
+    source_at_end: str = ""
 
     def samples(self) -> dict[str, Any]:
         return {
@@ -253,6 +268,11 @@ class Bench:
             if not config.keep_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         self.results.finished_at = time.time()
+        self.results.source_at_end = source_fingerprint()
+        if self.results.source_at_end != self.results.source_at_start:
+            self.results.notes.append(
+                "voltpay's source changed while the bench ran: figures may mix two versions"
+            )
         return self.results
 
     async def _database_phase(self, database: str, *, first: bool) -> None:
@@ -567,6 +587,7 @@ class Bench:
         right after wakes the relay as every commit does (its event counts too).
         """
         mark = await db.outbox_mark()
+        calls_before = await self._stub_calls() if kind.endswith("-stub") else None
         await db.insert_backlog(events)
         paid = events + await self._fire_pays(voltpay.url, await db.add_bills(1), concurrency=1)
         limit = timeout if timeout is not None else 60 + events / 5
@@ -598,16 +619,35 @@ class Bench:
             percentile(latencies, 0.5) * 1000,
             percentile(latencies, 0.99) * 1000,
         )
+        if calls_before is not None and sent:
+            calls_after = await self._stub_calls()
+            sample.calls_per_event = {
+                name: round((count - calls_before.get(name, 0)) / len(sent), 3)
+                for name, count in sorted(calls_after.items())
+                if count > calls_before.get(name, 0)
+            }
         self.results.pipeline.append(sample)
         self._say_pipeline(sample)
         await db.expire_pending()
         return sample
 
+    async def _stub_calls(self) -> dict[str, int]:
+        assert self.stub is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.stub.url + "/_bench/stats") as reply,
+        ):
+            calls: dict[str, int] = (await reply.json(content_type=None))["calls"]
+        return calls
+
     def _say_pipeline(self, s: PipelineSample) -> None:
+        calls = ""
+        if s.calls_per_event:
+            calls = "; calls/event " + ", ".join(f"{k} {v}" for k, v in s.calls_per_event.items())
         _say(
             f"pipeline  {s.kind:16} {s.database:8} round {s.round + 1}: {s.delivered}/{s.events} "
             f"in {s.seconds:6.2f} s = {s.events_per_s:8.1f} events/s  "
-            f"p50 {s.p50_ms:8.1f} ms  p99 {s.p99_ms:8.1f} ms"
+            f"p50 {s.p50_ms:8.1f} ms  p99 {s.p99_ms:8.1f} ms{calls}"
         )
 
     async def _probe(
@@ -626,6 +666,7 @@ class Bench:
             str(events),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         out, _ = await process.communicate()
         text = out.decode(errors="replace")

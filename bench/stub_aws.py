@@ -88,6 +88,7 @@ class StubAws:
         self.subscriptions: dict[str, tuple[str, str]] = {}  # arn -> (topic arn, queue arn)
         self.base_url = ""
         self.requests = 0
+        self.calls: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
 
     # -- plumbing ----------------------------------------------------------
@@ -117,6 +118,7 @@ class StubAws:
     # -- SQS (JSON 1.0) ----------------------------------------------------
 
     async def _sqs(self, operation: str, body: dict[str, Any]) -> web.Response:
+        self.calls[operation] += 1
         handler = getattr(self, f"_sqs_{operation}", None)
         if handler is None:
             return _json({"__type": "InvalidAction", "message": operation}, status=400)
@@ -206,6 +208,7 @@ class StubAws:
     # -- SNS (query protocol, XML answers) ---------------------------------
 
     def _sns(self, action: str, params: dict[str, str]) -> web.Response:
+        self.calls[action] += 1
         handler = getattr(self, f"_sns_{action}", None)
         if handler is None:
             error = (
@@ -313,8 +316,13 @@ def build_app(stub: StubAws | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def stats(request: web.Request) -> web.Response:
+        """Calls answered so far, by operation (the bench reads it)."""
+        return _json({"calls": dict(state.calls)})
+
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/_bench/stats", stats)
     app.router.add_route("*", "/{tail:.*}", entry)
     return app
 

@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.procs import die_with_parent
+
 LUA = Path(__file__).with_name("lua")
 INSTALL_HINT = "apt-get update && apt-get install -y wrk"
 _MARK = "BENCH_JSON "
@@ -66,7 +68,10 @@ async def run_wrk(
             raise ValueError("an API mode needs a data file")
         argv += ["-s", str(LUA / "api.lua"), url, "--", mode, str(data_file), str(threads)]
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )
     out, err = await process.communicate()
     text = out.decode(errors="replace")

@@ -48,8 +48,9 @@ from voltpay.config.settings import AwsSettings
 BATCH = 10
 
 
-def event_body(number: int, published_at: float) -> tuple[str, str]:
-    """An event the size of a payment_completed one, stamped with its publish time."""
+def event_body(number: int, ready_at: float, published_at: float) -> tuple[str, str]:
+    """An event the size of a payment_completed one, stamped with the time it
+    was ready (handed to the publisher: voltpay's commit) and published."""
     event_id = str(uuid.uuid4())
     envelope = {
         "eventId": event_id,
@@ -67,6 +68,7 @@ def event_body(number: int, published_at: float) -> tuple[str, str]:
             "units": "0.73",
             "receiptNumber": f"SIM-{number:012d}",
             "walletBalance": "1000.00",
+            "readyAt": ready_at,
             "publishedAt": published_at,
         },
     }
@@ -193,7 +195,8 @@ async def measure(
             size = min(BATCH, events - start)
             tally.published += size
             now = time.time()
-            await publish([event_body(n, now) for n in range(start, start + size)])
+            batch = [event_body(n, tally.first_publish, now) for n in range(start, start + size)]
+            await publish(batch)
 
     async def consume() -> None:
         while not tally.done.is_set():
@@ -206,16 +209,27 @@ async def measure(
 
     consumer = asyncio.create_task(consume())
     tally.first_publish = time.time()
-    await asyncio.gather(*(publish_one(start) for start in range(0, events, BATCH)))
-    tally.published_at_end = time.time()
+
+    async def publish_all() -> None:
+        await asyncio.gather(*(publish_one(start) for start in range(0, events, BATCH)))
+
+    publishers = asyncio.create_task(publish_all())
     done = asyncio.create_task(tally.done.wait())
-    await asyncio.wait({done, consumer}, return_when=asyncio.FIRST_COMPLETED)
-    if consumer.done():
-        consumer.result()  # re-raise the consumer's failure
-    consumer.cancel()
-    done.cancel()
-    if deleting:
-        await asyncio.gather(*deleting, return_exceptions=True)
+    try:
+        # A consumer that fails would leave the publishers waiting for room.
+        await asyncio.wait((publishers, consumer), return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done():
+            consumer.result()
+        await publishers
+        tally.published_at_end = time.time()
+        await asyncio.wait((done, consumer), return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done():
+            consumer.result()  # re-raise the consumer's failure
+    finally:
+        for task in (consumer, done, publishers):
+            task.cancel()
+        if deleting:
+            await asyncio.gather(*deleting, return_exceptions=True)
     return tally
 
 
