@@ -22,6 +22,8 @@ from voltpay.models.tables import OutboxEvent
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.agents.outbox")
+WAKE_LINGER_SECONDS = 0.005
+BACKLOG_SAMPLE_SECONDS = 1.0
 
 
 def backoff_seconds(attempts: int, maximum: float, rng: random.Random | None = None) -> float:
@@ -52,6 +54,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._sampled_at = float("-inf")
         self.stats = metrics.agent(self.name, capacity=batch_size * parallel_batches)
 
     def wake(self) -> None:
@@ -83,6 +86,8 @@ class OutboxRelay:
             self._wakeup.clear()
             if self._stopping:
                 break
+            # Commits come in bursts: a moment's wait fills the batches.
+            await asyncio.sleep(WAKE_LINGER_SECONDS)
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -146,6 +151,11 @@ class OutboxRelay:
         return len(done)
 
     async def _sample_backlog(self) -> None:
+        # Counting the backlog scans it: once a second is enough for a gauge.
+        now = time.monotonic()
+        if now - self._sampled_at < BACKLOG_SAMPLE_SECONDS:
+            return
+        self._sampled_at = now
         waiting, oldest = await outbox_store.backlog()
         self._metrics.outbox_waiting.set(waiting)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0

@@ -169,7 +169,6 @@ class Daemon:
             stats.stopped()
         log.info("voltpay stopped")
 
-
     async def _drain_work(self) -> None:
         """No new SQS work; every mailbox empty; the reconciler's and the
         housekeeper's passes finished; the outbox flushed."""
