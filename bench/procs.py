@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -146,3 +148,15 @@ class Process:
             calm = calm + 1 if (now - previous) / window < below else 0
             previous = now
         return time.monotonic() - started
+
+
+REPORT_MARK = "BENCH_JSON "
+
+
+def marked_report(text: str) -> dict[str, Any] | None:
+    """The JSON report a bench child process prints on a line of its own."""
+    for line in text.splitlines():
+        if line.startswith(REPORT_MARK):
+            report: dict[str, Any] = json.loads(line[len(REPORT_MARK) :])
+            return report
+    return None

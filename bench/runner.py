@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -48,13 +47,20 @@ from bench.data import (
     create_postgres_database,
     drop_postgres_database,
 )
-from bench.procs import PYTHON, VOLTPAY, Process, die_with_parent, free_port, rss_kib
+from bench.procs import (
+    PYTHON,
+    VOLTPAY,
+    Process,
+    die_with_parent,
+    free_port,
+    marked_report,
+    rss_kib,
+)
 from bench.profile import Recording, summarize
 from bench.stats import percentile
 from bench.wrk import WrkResult, find_wrk, run_wrk
 
 log = logging.getLogger("bench")
-_MARK = "BENCH_JSON "
 # First guesses of req/s, to size the pending bills of a run (each pay needs
 # its own); later runs use what was measured.
 _FIRST_GUESS = {"voltpay": 1500.0, "ceiling": 4000.0}
@@ -670,11 +676,8 @@ class Bench:
         )
         out, _ = await process.communicate()
         text = out.decode(errors="replace")
-        for line in text.splitlines():
-            if line.startswith(_MARK):
-                raw = json.loads(line[len(_MARK) :])
-                break
-        else:
+        raw = marked_report(text)
+        if raw is None:
             raise RuntimeError(f"the pipeline probe gave no report:\n{text[-2000:]}")
         received = int(raw.get("received", 0))
         seconds = float(raw.get("seconds", 0.0)) or 1e-9

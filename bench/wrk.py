@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import die_with_parent
+from bench.procs import die_with_parent, marked_report
 
 LUA = Path(__file__).with_name("lua")
 INSTALL_HINT = "apt-get update && apt-get install -y wrk"
-_MARK = "BENCH_JSON "
 
 
 class WrkMissing(RuntimeError):
@@ -75,11 +73,8 @@ async def run_wrk(
     )
     out, err = await process.communicate()
     text = out.decode(errors="replace")
-    for line in text.splitlines():
-        if line.startswith(_MARK):
-            raw = json.loads(line[len(_MARK) :])
-            break
-    else:
+    raw = marked_report(text)
+    if raw is None:
         raise RuntimeError(
             f"wrk gave no report (exit {process.returncode}): {text[-800:]}"
             f"{err.decode(errors='replace')[-800:]}"

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.procs import use_uvloop
+from bench.procs import REPORT_MARK, use_uvloop
 from bench.stats import percentile
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
@@ -305,7 +305,7 @@ def main() -> None:
     result = asyncio.run(
         run(args.endpoint, args.events, args.mode, args.concurrency, args.window, args.timeout)
     )
-    print("BENCH_JSON " + json.dumps(result), flush=True)
+    print(REPORT_MARK + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
