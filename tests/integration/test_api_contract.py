@@ -657,3 +657,29 @@ async def test_housekeeping_forgets_expired_sessions_and_keys(api: Api) -> None:
     assert await idempotency.purge_expired() == 1
     assert await Session.all().count() == 0
     assert_problem(await api.call("GET", "/api/me", customer=who), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login", "/api/auth/register"])
+async def test_a_nul_character_is_refused_not_a_server_error(api: Api, path: str) -> None:
+    body = b'{"username": "a\\u0000b", "password": "long enough", "phoneNumber": "+2348012345678"}'
+    reply = await api.call("POST", path, data=body, headers=JSON)
+    assert_problem(reply, 422, "validation_failed")
+    who = await api.customer()
+    verify = await api.call(
+        "POST",
+        "/api/electricity/verify",
+        data=b'{"meterNumber": "A12\\u00003456", "amount": "10.00"}',
+        headers=JSON,
+        customer=who,
+    )
+    assert_problem(verify, 422, "validation_failed")
+
+
+async def test_a_forged_cursor_is_422(api: Api) -> None:
+    import base64
+
+    who = await api.customer()
+    for raw in (f"2026-01-01T00:00:00|{uuid.uuid4()}", "not|a-uuid", "x" * 40):
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        reply = await api.call("GET", f"/api/bills?cursor={cursor}", customer=who)
+        assert_problem(reply, 422, "invalid_cursor")

@@ -33,9 +33,19 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
             400, "unsupported_content_type", "send the body as Content-Type: application/json"
         )
     try:
-        return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        payload = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
+    if "\\u0000" in text:
+        # No text column can hold NUL (PostgreSQL refuses it): refuse it here.
+        raise Problem(
+            422,
+            "validation_failed",
+            "strings may not contain the NUL character",
+            errors=[{"field": "body", "code": "invalid_value", "message": "contains NUL"}],
+        )
+    return payload
 
 
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:
