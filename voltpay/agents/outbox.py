@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome, SnsPublisher
@@ -44,6 +44,7 @@ class OutboxRelay:
         batch_size: int = 10,
         max_backoff_seconds: float = 60.0,
         parallel_batches: int = 4,
+        room: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._publisher = publisher
         self._metrics = metrics
@@ -51,6 +52,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._max_backoff = max_backoff_seconds
         self._parallel = parallel_batches
+        # How many more events the bus should take now (None: no limit).
+        self._room = room
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -101,7 +104,12 @@ class OutboxRelay:
         """Publish everything due now; return how many rows went out."""
         published = 0
         while True:
-            rows = await outbox_store.claim_due(self._batch_size * self._parallel)
+            limit = self._batch_size * self._parallel
+            if self._room is not None:
+                limit = min(limit, await self._room())
+                if limit <= 0:
+                    break  # the bus is full: the consumer wakes us as it drains
+            rows = await outbox_store.claim_due(limit)
             if not rows:
                 break
             batches = [

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.mailbox import Overloaded, Stopped
@@ -39,6 +40,7 @@ class SqsPoller:
         wait_seconds: int,
         visibility_timeout_seconds: int,
         delete_linger_seconds: float = 0.05,
+        on_deleted: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._notifications = notifications
@@ -49,6 +51,7 @@ class SqsPoller:
         self._wait = wait_seconds
         self._visibility = visibility_timeout_seconds
         self._linger = delete_linger_seconds
+        self._on_deleted = on_deleted
         self._in_flight: dict[str, tuple[ReceivedMessage, float]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._to_delete: list[ReceivedMessage] = []
@@ -208,6 +211,8 @@ class SqsPoller:
             log.warning("deleting %d SQS messages failed: %s", len(batch), exc)
             return
         self._metrics.sqs_deleted.inc(len(batch) - len(failed))
+        if self._on_deleted is not None:
+            self._on_deleted()
 
     async def _flush_deletes(self) -> None:
         self._start_delete()

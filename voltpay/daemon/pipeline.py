@@ -27,6 +27,7 @@ from voltpay.observability.metrics import Metrics
 log = logging.getLogger("voltpay.daemon.pipeline")
 NOTIFY_LEASE_SECONDS = 60
 REPUBLISH_WINDOW_DAYS = 7
+EMBEDDED_QUEUE_WINDOW = 20
 
 
 class Pipeline:
@@ -82,6 +83,7 @@ class Pipeline:
             interval_seconds=self._settings.outbox.relay_interval_seconds,
             batch_size=self._settings.outbox.batch_size,
             max_backoff_seconds=self._settings.outbox.max_backoff_seconds,
+            room=self._embedded_room if self._embedded is not None else None,
         )
 
     def build_agents(self, app: Any) -> None:
@@ -109,6 +111,7 @@ class Pipeline:
             max_in_flight=in_flight,
             wait_seconds=settings.aws.wait_time_seconds,
             visibility_timeout_seconds=settings.aws.visibility_timeout_seconds,
+            on_deleted=self.wake if self._embedded is not None else None,
         )
 
     async def start(self) -> None:
@@ -117,6 +120,14 @@ class Pipeline:
             self.relay.wake()
         if self.poller is not None:
             self.poller.start()
+
+    async def _embedded_room(self) -> int:
+        """Room on the embedded bus: moto scans its whole queue on every call,
+        so it slows as the queue grows; keeping it short keeps it fast."""
+        try:
+            return EMBEDDED_QUEUE_WINDOW - await self._consumer.depth()
+        except Exception:
+            return EMBEDDED_QUEUE_WINDOW  # let the publish itself report the trouble
 
     def wake(self) -> None:
         if self.relay is not None:
