@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from voltpay.http.problems import Problem, validation_failed
+from voltpay.http.problems import Problem, field_problem
 
 B = TypeVar("B", bound=BaseModel)
 _CUSTOM_PREFIX = ("invalid_", "amount_")
@@ -39,11 +39,11 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
     if "\\u0000" in text:
         # No text column can hold NUL (PostgreSQL refuses it): refuse it here.
-        raise Problem(
-            422,
-            "validation_failed",
+        raise field_problem(
+            "body",
+            "invalid_value",
             "strings may not contain the NUL character",
-            errors=[{"field": "body", "code": "invalid_value", "message": "contains NUL"}],
+            problem_code="validation_failed",
         )
     return payload
 
@@ -64,13 +64,11 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
 
 def validate(model: type[B], payload: Any) -> B:
     if not isinstance(payload, dict):
-        raise Problem(
-            422,
-            "validation_failed",
+        raise field_problem(
+            "body",
+            "invalid_value",
             "the request body must be a JSON object",
-            errors=[
-                {"field": "body", "code": "invalid_value", "message": "expected a JSON object"}
-            ],
+            problem_code="validation_failed",
         )
     try:
         return model.model_validate(payload)
@@ -91,6 +89,3 @@ async def read_model(request: web.Request, model: type[B], *, optional: bool = F
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-__all__ = ["json_response", "read_json", "read_model", "validate", "validation_failed"]

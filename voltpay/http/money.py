@@ -15,7 +15,7 @@ from voltpay.domain.money import format_minor, to_minor
 from voltpay.http.bodies import json_response, read_model
 from voltpay.http.context import current_user, parse_uuid, services
 from voltpay.http.paging import page_of
-from voltpay.http.problems import Problem, not_found
+from voltpay.http.problems import field_problem, not_found
 from voltpay.http.schemas import AddFundsRequest, PayRequest, VerifyRequest
 from voltpay.http.views import bill_view, transaction_view, wallet_view
 from voltpay.models import bills as bill_store
@@ -35,12 +35,8 @@ def _path_id(request: web.Request, name: str) -> uuid.UUID:
 def _check_max(amount: Decimal, request: web.Request) -> int:
     maximum = services(request).settings.limits.max_amount
     if amount > maximum:
-        message = f"amount must be at most {maximum:.2f}"
-        raise Problem(
-            422,
-            "amount_above_maximum",
-            message,
-            errors=[{"field": "amount", "code": "amount_above_maximum", "message": message}],
+        raise field_problem(
+            "amount", "amount_above_maximum", f"amount must be at most {maximum:.2f}"
         )
     return to_minor(amount)
 
@@ -128,11 +124,10 @@ async def list_bills(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status:
         if status not in {s.value for s in BillStatus}:
-            raise Problem(
-                422,
+            raise field_problem(
+                "status",
                 "invalid_status",
                 "status must be one of " + ", ".join(s.value for s in BillStatus),
-                errors=[{"field": "status", "code": "invalid_status", "message": "unknown"}],
             )
         query = query.filter(status=status)
     rows, next_cursor = await page_of(query, request)

@@ -7,19 +7,15 @@ from typing import Any
 from aiohttp import web
 from tortoise.queryset import QuerySet
 
-from voltpay.http.problems import Problem
+from voltpay.http.problems import field_problem
 from voltpay.models.pagination import DEFAULT_PAGE, MAX_PAGE, InvalidCursor, newest_first
 
 
 def _limit(request: web.Request) -> int:
     raw_limit = request.query.get("limit", str(DEFAULT_PAGE))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        message = f"limit must be a whole number from 1 to {MAX_PAGE}"
-        raise Problem(
-            422,
-            "invalid_limit",
-            message,
-            errors=[{"field": "limit", "code": "invalid_limit", "message": message}],
+        raise field_problem(
+            "limit", "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}"
         )
     return int(raw_limit)
 
@@ -29,9 +25,4 @@ async def page_of(query: QuerySet[Any], request: web.Request) -> tuple[list[Any]
     try:
         return await newest_first(query, limit, request.query.get("cursor") or None)
     except InvalidCursor as exc:
-        raise Problem(
-            422,
-            "invalid_cursor",
-            str(exc),
-            errors=[{"field": "cursor", "code": "invalid_cursor", "message": str(exc)}],
-        ) from None
+        raise field_problem("cursor", "invalid_cursor", str(exc)) from None

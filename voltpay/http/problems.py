@@ -63,7 +63,13 @@ def not_found(detail: str = "no such resource") -> Problem:
     return Problem(404, "not_found", detail)
 
 
-def validation_failed(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:
-    first = errors[0] if errors else {}
-    code = str(first.get("code") or "validation_failed")
-    return Problem(422, code, detail or str(first.get("message", "invalid input")), errors=errors)
+def field_problem(
+    field: str, code: str, message: str, *, problem_code: str | None = None
+) -> Problem:
+    """A 422 about one field; the document's code is the field's unless told."""
+    return Problem(
+        422,
+        problem_code or code,
+        message,
+        errors=[{"field": field, "code": code, "message": message}],
+    )
