@@ -89,16 +89,6 @@ async def owned_bill(bill_id: uuid.UUID, owner_id: uuid.UUID) -> Bill:
     return bill
 
 
-async def expire_if_due(bill: Bill, now: datetime) -> Bill:
-    """Record the expiry the moment someone looks at an overdue pending bill."""
-    if bill.status == BillStatus.PENDING.value and now >= bill.expires_at:
-        await Bill.filter(id=bill.id, status=BillStatus.PENDING.value).update(
-            status=BillStatus.EXPIRED.value, updated_at=now
-        )
-        await bill.refresh_from_db()
-    return bill
-
-
 async def expire_overdue(now: datetime | None = None) -> int:
     moment = now or datetime.now(UTC)
     return await Bill.filter(status=BillStatus.PENDING.value, expires_at__lte=moment).update(

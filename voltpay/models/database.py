@@ -93,7 +93,3 @@ async def close_database() -> None:
     # PostgreSQL side by side) would reuse SQL of the wrong dialect.
     await Tortoise._reset_apps()
     EXECUTOR_CACHE.clear()
-
-
-def dialect() -> str:
-    return str(connections.get("default").capabilities.dialect)

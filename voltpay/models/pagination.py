@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tortoise.expressions import Q
 from tortoise.models import Model
@@ -20,12 +19,6 @@ DEFAULT_PAGE = 50
 
 class InvalidCursor(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    next_cursor: str | None
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
