@@ -7,7 +7,7 @@ received, not what the daemon merely meant to publish.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from typing import Any
 
 from voltpay.agents.mailbox import Mailbox
@@ -17,13 +17,14 @@ from voltpay.observability.metrics import Metrics
 
 
 class AuditAgent:
+    """Appends the events of one SQS receive in a single statement."""
+
     name = "audit"
 
     def __init__(self, app: Any, *, metrics: Metrics, capacity: int, concurrency: int) -> None:
-        self.mailbox: Mailbox[Event, bool] = Mailbox(
+        self.mailbox: Mailbox[Sequence[Event], None] = Mailbox(
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
 
-    async def handle(self, event: Event) -> bool:
-        body = json.dumps(event.envelope(), separators=(",", ":"), sort_keys=True)
-        return await store.append_audit(event.event_id, event.type, event.occurred_at, body)
+    async def handle(self, events: Sequence[Event]) -> None:
+        await store.append_audit(events)

@@ -2,8 +2,8 @@
 
 Order of work, chosen so that a crash can at worst resend once and never
 lose an SMS: record the event id in the inbox, create the notification row
-(unique per event id), take a short lease on it, send, mark it sent, and
-only then let the poller delete the SQS message. A crash after the send but
+(unique per event id) already holding a short lease on it, send, mark it
+sent, and only then let the poller delete the SQS message. A crash after the send but
 before "sent" is recorded leaves the row queued with an expiring lease; the
 redelivered message finds it and sends again (the one possible duplicate).
 A duplicate delivery while the first is still sending finds the lease held
@@ -16,6 +16,8 @@ import asyncio
 import enum
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from voltpay.agents.mailbox import Mailbox
@@ -36,7 +38,18 @@ class Disposition(enum.Enum):
     DEFER = "defer"  # someone else is on it: look again shortly
 
 
+@dataclass(frozen=True)
+class _Sent:
+    notification_id: uuid.UUID
+    sender: str
+    provider_message_id: str
+
+
 class NotificationsAgent:
+    """Takes the events of one SQS receive at a time, so that the inbox, the
+    notification rows and the "sent" marks cost one statement per batch, not
+    one per event; the SMS sends of a batch run side by side."""
+
     name = "notifications"
 
     def __init__(
@@ -54,71 +67,100 @@ class NotificationsAgent:
         self._metrics = metrics
         self._currency = currency
         self._lease = lease_seconds
-        self.mailbox: Mailbox[Event, Disposition] = Mailbox(
+        self.mailbox: Mailbox[Sequence[Event], dict[uuid.UUID, Disposition]] = Mailbox(
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
 
-    async def handle(self, event: Event) -> Disposition:
-        with log_context(event_id=str(event.event_id)):
-            return await self._handle(event)
+    async def handle(self, events: Sequence[Event]) -> dict[uuid.UUID, Disposition]:
+        """What became of each event, by event id."""
+        unique: dict[uuid.UUID, Event] = {}
+        for event in events:  # one receive may carry the same event twice
+            unique.setdefault(event.event_id, event)
+        if len(unique) < len(events):
+            # The extra copies share their original's outcome: never a second SMS.
+            self._metrics.sqs_duplicates_skipped.inc(len(events) - len(unique))
+        received = [self._received(event) for event in unique.values()]
+        await store.record_inbox(received)
+        outcome = {r.event_id: Disposition.DONE for r in received if r.body is None}
+        wanted = [r for r in received if r.body is not None]
+        phones = await store.phones_of({r.user_id for r in wanted if r.user_id is not None})
+        created = await store.create_claimed(wanted, phones, self._lease)
+        work = []
+        for r in wanted:
+            phone = phones.get(r.user_id) if r.user_id is not None else None
+            notification_id = created.get(r.event_id)
+            if notification_id is None:
+                work.append(self._seen_before(r, phone))
+            elif not phone:
+                await store.mark_failed(notification_id, self._sender.name, "no phone number")
+                outcome[r.event_id] = Disposition.DONE
+            else:
+                work.append(self._send(notification_id, phone, r))
+        results = await asyncio.gather(*work)
+        sent: dict[str, dict[uuid.UUID, str]] = {}
+        for event_id, disposition, done in results:
+            outcome[event_id] = disposition
+            if done is not None:
+                sent.setdefault(done.sender, {})[done.notification_id] = done.provider_message_id
+        for sender, messages in sent.items():
+            # Recorded before the poller may delete the messages.
+            await store.mark_sent(sender, messages)
+            self._metrics.sms_sent.labels(sender=sender).inc(len(messages))
+        return outcome
 
-    async def _handle(self, event: Event) -> Disposition:
-        await store.record_inbox(event.event_id, event.type)
-        user_id = _uuid(event.data.get("userId"))
-        phone = await store.phone_of(user_id) if user_id else None
+    def _received(self, event: Event) -> store.Received:
         try:
-            body = render_sms(event.type, event.data, self._currency)
+            body: str | None = render_sms(event.type, event.data, self._currency)
         except UnknownEvent as exc:
             log.warning("no SMS for event %s: %s", event.event_id, exc)
-            return Disposition.DONE
-        created = await store.create_claimed(
-            event.event_id, event.type, user_id, phone or "", body, self._lease
-        )
-        if created is not None:
-            if not phone:
-                await store.mark_failed(created, self._sender.name, "no phone number")
-                return Disposition.DONE
-            return await self._send(created, phone, body, event)
+            body = None
+        return store.Received(event.event_id, event.type, _uuid(event.data.get("userId")), body)
+
+    async def _seen_before(self, r: store.Received, phone: str | None) -> _Outcome:
+        """A redelivery, or a duplicate of an event another consumer holds."""
+        assert r.body is not None
         notification = await store.ensure_notification(
-            event.event_id, event.type, user_id, phone or "", body
+            r.event_id, r.event_type, r.user_id, phone or "", r.body
         )
         if notification.status != store.QUEUED:
             self._metrics.sqs_duplicates_skipped.inc()
-            return Disposition.DUPLICATE
+            return r.event_id, Disposition.DUPLICATE, None
         if not phone:
             await store.mark_failed(notification.id, self._sender.name, "no phone number")
-            return Disposition.DONE
+            return r.event_id, Disposition.DONE, None
         if not await store.claim(notification.id, self._lease):
-            return Disposition.DEFER
-        return await self._send(notification.id, phone, body, event)
+            return r.event_id, Disposition.DEFER, None
+        return await self._send(notification.id, phone, r)
 
-    async def _send(
-        self, notification_id: uuid.UUID, phone: str, body: str, event: Event
-    ) -> Disposition:
+    async def _send(self, notification_id: uuid.UUID, phone: str, r: store.Received) -> _Outcome:
+        assert r.body is not None
         sender = self._sender.name
-        try:
-            # Bounded by the lease, so no other consumer can claim the row
-            # (and send again) while this send is still under way.
-            receipt = await asyncio.wait_for(
-                self._sender.send(SmsMessage(phone, body, str(event.event_id))),
-                self._lease * 0.9,
-            )
-        except TimeoutError:
-            self._metrics.sms_failed.labels(sender=sender).inc()
-            await store.release(notification_id, "the SMS send timed out")
-            return Disposition.RETRY
-        except SmsError as exc:
-            self._metrics.sms_failed.labels(sender=sender).inc()
-            if exc.permanent:
-                log.warning("SMS for event %s refused for good: %s", event.event_id, exc)
-                await store.mark_failed(notification_id, sender, str(exc))
-                return Disposition.DONE
-            log.warning("SMS for event %s failed for now: %s", event.event_id, exc)
-            await store.release(notification_id, str(exc))
-            return Disposition.RETRY
-        await store.mark_sent(notification_id, receipt.sender, receipt.provider_message_id)
-        self._metrics.sms_sent.labels(sender=receipt.sender).inc()
-        return Disposition.DONE
+        with log_context(event_id=str(r.event_id)):
+            try:
+                # Bounded by the lease, so no other consumer can claim the row
+                # (and send again) while this send is still under way.
+                receipt = await asyncio.wait_for(
+                    self._sender.send(SmsMessage(phone, r.body, str(r.event_id))),
+                    self._lease * 0.9,
+                )
+            except TimeoutError:
+                self._metrics.sms_failed.labels(sender=sender).inc()
+                await store.release(notification_id, "the SMS send timed out")
+                return r.event_id, Disposition.RETRY, None
+            except SmsError as exc:
+                self._metrics.sms_failed.labels(sender=sender).inc()
+                if exc.permanent:
+                    log.warning("SMS for event %s refused for good: %s", r.event_id, exc)
+                    await store.mark_failed(notification_id, sender, str(exc))
+                    return r.event_id, Disposition.DONE, None
+                log.warning("SMS for event %s failed for now: %s", r.event_id, exc)
+                await store.release(notification_id, str(exc))
+                return r.event_id, Disposition.RETRY, None
+        done = _Sent(notification_id, receipt.sender, receipt.provider_message_id)
+        return r.event_id, Disposition.DONE, done
+
+
+_Outcome = tuple[uuid.UUID, Disposition, _Sent | None]
 
 
 def _uuid(value: object) -> uuid.UUID | None:

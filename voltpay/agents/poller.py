@@ -1,8 +1,9 @@
-"""The SQS poller: long-polls the notifications queue and hands each event
-to the notifications and audit agents, polling only while they have room
-(backpressure). A message is deleted, in batches, only after both agents
-handled it; anything else leaves it to be redelivered, and a message that
-keeps failing (or cannot be parsed) moves to the dead-letter queue."""
+"""The SQS poller: long-polls the notifications queue and hands the events
+to the notifications and audit agents, one receive's messages as one batch,
+polling only while they have room (backpressure). A message is deleted, in
+batches, only after both agents handled it; anything else leaves it to be
+redelivered, and a message that keeps failing (or cannot be parsed) moves to
+the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from voltpay.agents.audit import AuditAgent
 from voltpay.agents.mailbox import Overloaded, Stopped
 from voltpay.agents.notifications import Disposition, NotificationsAgent
 from voltpay.bridges.sqs import MAX_BATCH, ReceivedMessage, SqsConsumer
-from voltpay.domain.events import MalformedEvent, parse_envelope
-from voltpay.observability.logging import log_context
+from voltpay.domain.events import Event, MalformedEvent, parse_envelope
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.agents.poller")
@@ -130,59 +130,79 @@ class SqsPoller:
                 # A part-full batch: let more arrive before the next call, so
                 # receives (each costly) carry closer to ten messages.
                 await asyncio.sleep(RECEIVE_LINGER_SECONDS)
+            if not messages:
+                continue
+            now = time.monotonic()
             for message in messages:
-                self._in_flight[message.message_id] = (message, time.monotonic())
-                self._idle.clear()
+                self._in_flight[message.message_id] = (message, now)
                 self.stats.enqueued()
-                task = asyncio.create_task(self._handle(message))
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
+            self._idle.clear()
+            task = asyncio.create_task(self._handle(messages))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
 
     def _release(self, count: int) -> None:
         for _ in range(count):
             self._slots.release()
 
-    async def _handle(self, message: ReceivedMessage) -> None:
-        self.stats.dequeued()
+    async def _handle(self, messages: list[ReceivedMessage]) -> None:
+        """One receive's messages, handed to the agents as one batch."""
+        for _ in messages:
+            self.stats.dequeued()
         self.stats.began()
         started = time.perf_counter()
         try:
-            with log_context(event_id=message.message_id):
-                delete = await self._dispatch(message)
-            if delete:
+            done, deferred = await self._dispatch(messages)
+            for message in done:
                 self._schedule_delete(message)
+            if deferred:
+                await self._consumer.extend_visibility(deferred, DEFER_SECONDS)
             self.stats.succeeded(time.perf_counter() - started)
         except Exception as exc:
-            log.exception("handling SQS message %s failed", message.message_id)
+            ids = ", ".join(m.message_id for m in messages)
+            log.exception("handling SQS messages %s failed", ids)
             self.stats.failed(time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
         finally:
-            self._in_flight.pop(message.message_id, None)
+            for message in messages:
+                self._in_flight.pop(message.message_id, None)
             if not self._in_flight:
                 self._idle.set()
-            self._slots.release()
+            self._release(len(messages))
 
-    async def _dispatch(self, message: ReceivedMessage) -> bool:
+    async def _dispatch(
+        self, messages: list[ReceivedMessage]
+    ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
+        """The messages handled (to delete) and those to look at again shortly."""
+        parsed: list[tuple[ReceivedMessage, Event]] = []
+        for message in messages:
+            try:
+                parsed.append((message, parse_envelope(message.body)))
+            except MalformedEvent as exc:
+                # Never deleted: after maxReceiveCount deliveries SQS moves it to the DLQ.
+                log.warning(
+                    "unparseable message %s (delivery %d): %s",
+                    message.message_id,
+                    message.receive_count,
+                    exc,
+                )
+        if not parsed:
+            return [], []
+        events = [event for _, event in parsed]
         try:
-            event = parse_envelope(message.body)
-        except MalformedEvent as exc:
-            # Never deleted: after maxReceiveCount deliveries SQS moves it to the DLQ.
-            log.warning(
-                "unparseable message %s (delivery %d): %s",
-                message.message_id,
-                message.receive_count,
-                exc,
-            )
-            return False
-        try:
-            disposition, _ = await asyncio.gather(
-                self._notifications.mailbox.ask(event), self._audit.mailbox.ask(event)
+            outcome, _ = await asyncio.gather(
+                self._notifications.mailbox.ask(events), self._audit.mailbox.ask(events)
             )
         except (Overloaded, Stopped):
-            return False
-        if disposition is Disposition.DEFER:
-            await self._consumer.extend_visibility([message], DEFER_SECONDS)
-            return False
-        return disposition in (Disposition.DONE, Disposition.DUPLICATE)
+            return [], []
+        done = [
+            message
+            for message, event in parsed
+            if outcome.get(event.event_id) in (Disposition.DONE, Disposition.DUPLICATE)
+        ]
+        deferred = [
+            message for message, event in parsed if outcome.get(event.event_id) is Disposition.DEFER
+        ]
+        return done, deferred
 
     def _schedule_delete(self, message: ReceivedMessage) -> None:
         self._to_delete.append(message)

@@ -18,7 +18,7 @@ from voltpay.bridges.embedded import EmbeddedAwsEndpoint
 from voltpay.bridges.provisioning import Provisioned, provision
 from voltpay.bridges.sms import SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
-from voltpay.bridges.sqs import SqsConsumer
+from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
 from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
@@ -90,18 +90,20 @@ class Pipeline:
         settings = self._settings
         assert self._sms_sender is not None
         in_flight = settings.agents.notifications_in_flight
+        # The agents take one receive (1 to 10 messages) per command.
+        batches = max(1, -(-in_flight // MAX_BATCH))
         self.notifications = NotificationsAgent(
             app,
             sender=self._sms_sender,
             metrics=self._metrics,
             capacity=in_flight,
-            concurrency=min(in_flight, 32),
+            concurrency=batches,
             currency=settings.limits.currency,
             # At least as long as the SMS sender's own retries can take.
             lease_seconds=float(max(settings.aws.visibility_timeout_seconds, NOTIFY_LEASE_SECONDS)),
         )
         self.audit = AuditAgent(
-            app, metrics=self._metrics, capacity=in_flight, concurrency=min(in_flight, 8)
+            app, metrics=self._metrics, capacity=in_flight, concurrency=min(batches, 4)
         )
         self.poller = SqsPoller(
             self._consumer,

@@ -3,14 +3,20 @@ sent) and the append-only audit log."""
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 
+from voltpay.domain.events import Event
 from voltpay.models import sql
 from voltpay.models.tables import Notification
 
@@ -24,51 +30,75 @@ def _db() -> BaseDBAsyncClient:
     return conn
 
 
-async def record_inbox(event_id: uuid.UUID, event_type: str) -> bool:
-    """True the first time this event id is seen."""
-    inserted = await sql.execute(
-        _db(),
-        "INSERT INTO inbox (event_id, event_type, received_at) VALUES ($1, $2, $3) "
-        "ON CONFLICT (event_id) DO NOTHING",
-        event_id,
-        event_type,
-        datetime.now(UTC),
+@dataclass(frozen=True)
+class Received:
+    """One event as the consumer side stores it."""
+
+    event_id: uuid.UUID
+    event_type: str
+    user_id: uuid.UUID | None
+    body: str | None  # the SMS text; None when the event has no SMS
+
+
+@functools.lru_cache(maxsize=64)
+def _values(rows: int, columns: int) -> str:
+    """``($1, $2), ($3, $4)``: a multi-row VALUES list in the ``$n`` form."""
+    numbers = iter(range(1, rows * columns + 1))
+    return ", ".join(
+        "(" + ", ".join(f"${next(numbers)}" for _ in range(columns)) + ")" for _ in range(rows)
     )
-    return inserted == 1
 
 
-async def phone_of(user_id: uuid.UUID) -> str | None:
-    found = await sql.rows(_db(), "SELECT phone_number FROM users WHERE id = $1", user_id)
-    return str(found[0]["phone_number"]) if found else None
+async def record_inbox(events: Sequence[Received]) -> None:
+    """Note every event id as received (a redelivery changes nothing)."""
+    if not events:
+        return
+    now = datetime.now(UTC)
+    await sql.execute(
+        _db(),
+        "INSERT INTO inbox (event_id, event_type, received_at) VALUES "
+        + _values(len(events), 3)
+        + " ON CONFLICT (event_id) DO NOTHING",
+        *(value for e in events for value in (e.event_id, e.event_type, now)),
+    )
+
+
+async def phones_of(user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not user_ids:
+        return {}
+    found = await sql.rows(
+        _db(),
+        "SELECT id, phone_number FROM users WHERE id IN ("
+        + ", ".join(f"${n}" for n in range(1, len(user_ids) + 1))
+        + ")",
+        *user_ids,
+    )
+    return {uuid.UUID(str(row["id"])): str(row["phone_number"]) for row in found}
 
 
 async def create_claimed(
-    event_id: uuid.UUID,
-    event_type: str,
-    user_id: uuid.UUID | None,
-    to: str,
-    body: str,
-    lease_seconds: float,
-) -> uuid.UUID | None:
-    """The notification row, created already claimed by us; None if it exists."""
+    events: Sequence[Received], phones: Mapping[uuid.UUID, str], lease_seconds: float
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The notification rows, created already claimed by us, in one statement:
+    event id → notification id for those that did not exist yet."""
+    if not events:
+        return {}
     now = datetime.now(UTC)
+    until = now + timedelta(seconds=lease_seconds)
+    values: list[Any] = []
+    for e in events:
+        to = phones.get(e.user_id, "") if e.user_id else ""
+        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, to, e.body, QUEUED, 1]
+        values += [until, now]
     created = await sql.rows(
         _db(),
         'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
-        "attempts, claimed_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING id",
-        uuid.uuid4(),
-        event_id,
-        event_type,
-        user_id,
-        to,
-        body,
-        QUEUED,
-        1,
-        now + timedelta(seconds=lease_seconds),
-        now,
+        "attempts, claimed_until, created_at) VALUES "
+        + _values(len(events), 10)
+        + " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
+        *values,
     )
-    return uuid.UUID(str(created[0]["id"])) if created else None
+    return {uuid.UUID(str(row["event_id"])): uuid.UUID(str(row["id"])) for row in created}
 
 
 async def ensure_notification(
@@ -103,16 +133,24 @@ async def claim(notification_id: uuid.UUID, lease_seconds: float) -> bool:
     return taken == 1
 
 
-async def mark_sent(notification_id: uuid.UUID, sender: str, provider_message_id: str) -> None:
+async def mark_sent(sender: str, sent: Mapping[uuid.UUID, str]) -> None:
+    """Record the sends of one sender (notification id → provider message id)
+    in a single statement."""
+    if not sent:
+        return
+    cases = " ".join(f"WHEN ${4 + 2 * i} THEN ${5 + 2 * i}" for i in range(len(sent)))
+    first = 4 + 2 * len(sent)
+    ids = ", ".join(f"${first + i}" for i in range(len(sent)))
     await sql.execute(
         _db(),
-        "UPDATE notifications SET status = $1, sender = $2, provider_message_id = $3, "
-        "sent_at = $4, claimed_until = NULL, error = NULL WHERE id = $5",
+        f"UPDATE notifications SET status = $1, sender = $2, sent_at = $3, "
+        f"provider_message_id = CASE id {cases} END, claimed_until = NULL, error = NULL "
+        f"WHERE id IN ({ids})",
         SENT,
         sender,
-        provider_message_id[:64],
         datetime.now(UTC),
-        notification_id,
+        *(value for nid, message_id in sent.items() for value in (nid, message_id[:64])),
+        *sent,
     )
 
 
@@ -128,18 +166,19 @@ async def release(notification_id: uuid.UUID, error: str) -> None:
     )
 
 
-async def append_audit(
-    event_id: uuid.UUID, event_type: str, occurred_at: datetime, body: str
-) -> bool:
-    """Append once per event id; False for a duplicate."""
-    inserted = await sql.execute(
+async def append_audit(events: Sequence[Event]) -> None:
+    """Append each event once per event id (a redelivery changes nothing)."""
+    if not events:
+        return
+    now = datetime.now(UTC)
+    values: list[Any] = []
+    for event in events:
+        body = json.dumps(event.envelope(), separators=(",", ":"), sort_keys=True)
+        values += [event.event_id, event.type, event.occurred_at, now, body]
+    await sql.execute(
         _db(),
-        "INSERT INTO audit_log (event_id, event_type, occurred_at, recorded_at, body) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-        event_id,
-        event_type,
-        occurred_at,
-        datetime.now(UTC),
-        body,
+        "INSERT INTO audit_log (event_id, event_type, occurred_at, recorded_at, body) VALUES "
+        + _values(len(events), 5)
+        + " ON CONFLICT (event_id) DO NOTHING",
+        *values,
     )
-    return inserted == 1
