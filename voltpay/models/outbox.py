@@ -7,11 +7,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Q, Subquery
-from tortoise.transactions import in_transaction
+from tortoise.expressions import F, Subquery
 
 from voltpay.domain.events import Event, EventType, new_event
+from voltpay.models import sql
 from voltpay.models.tables import InboxEvent, OutboxEvent
 
 
@@ -19,49 +20,59 @@ async def record_event(
     conn: BaseDBAsyncClient, type_: EventType, data: dict[str, Any], now: datetime
 ) -> Event:
     event = new_event(type_, data, now)
-    await OutboxEvent.create(
-        event_id=event.event_id,
-        event_type=event.type,
-        body=json.dumps(event.envelope(), separators=(",", ":")),
-        created_at=now,
-        next_attempt_at=now,
-        using_db=conn,
+    await sql.execute(
+        conn,
+        "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        event.event_id,
+        event.type,
+        json.dumps(event.envelope(), separators=(",", ":")),
+        now,
+        0,
+        now,
     )
     return event
 
 
+_CLAIM = (
+    "UPDATE outbox SET claimed_until = $1 WHERE id IN ("
+    "SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $2 "
+    "AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4{lock}) "
+    "RETURNING *"
+)
+
+
 async def claim_due(limit: int, lease_seconds: float = 60.0) -> list[OutboxEvent]:
-    """Take a lease on up to ``limit`` rows due for publishing.
+    """Take a lease on up to ``limit`` rows due for publishing, in one statement.
 
     On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so
     relays in several daemons never claim the same row; on SQLite the single
     writer serialises the claim.
     """
     now = datetime.now(UTC)
-    async with in_transaction() as conn:
-        query = (
-            OutboxEvent.filter(published_at__isnull=True, next_attempt_at__lte=now)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .order_by("id")
-            .limit(limit)
-            .using_db(conn)
-        )
-        if conn.capabilities.dialect == "postgres":
-            query = query.select_for_update(skip_locked=True)
-        rows = await query
-        if rows:
-            await (
-                OutboxEvent.filter(id__in=[row.id for row in rows])
-                .using_db(conn)
-                .update(claimed_until=now + timedelta(seconds=lease_seconds))
-            )
-    return list(rows)
+    conn = connections.get("default")
+    lock = "" if sql.is_sqlite(conn) else " FOR UPDATE SKIP LOCKED"
+    rows = await sql.models(
+        conn,
+        OutboxEvent,
+        _CLAIM.format(lock=lock),
+        now + timedelta(seconds=lease_seconds),
+        now,
+        now,
+        limit,
+    )
+    return sorted(rows, key=lambda row: row.id)
 
 
 async def mark_published(row_ids: list[int], now: datetime | None = None) -> None:
     if row_ids:
-        await OutboxEvent.filter(id__in=row_ids).update(
-            published_at=now or datetime.now(UTC), claimed_until=None
+        await sql.execute(
+            connections.get("default"),
+            "UPDATE outbox SET published_at = $1, claimed_until = NULL WHERE id IN ("
+            + ", ".join(f"${n}" for n in range(2, len(row_ids) + 2))
+            + ")",
+            now or datetime.now(UTC),
+            *row_ids,
         )
 
 
