@@ -44,6 +44,34 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_FORM_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_TABLE = {byte: chr(byte) if byte in _FORM_SAFE else f"%{byte:02X}" for byte in range(256)}
+_FORM_TABLE[ord(" ")] = "+"
+
+
+def form_quote(value: str | bytes) -> str:
+    """``urllib.parse.quote_plus(value, safe="")``, one C-level pass instead of
+    a Python call per byte."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return raw.decode("latin-1").translate(_FORM_TABLE)
+
+
+def encode_form_once(request: Any, **_: Any) -> None:
+    """Encode a query-protocol (SNS) body once, before it is signed.
+
+    botocore keeps the body as a dict and URL-encodes it each time it is
+    read: once to sign it and once to send it, a Python call per byte of
+    every message. For a PublishBatch of ten events that was about a third
+    of the call's CPU; the string produced here is the same, made once.
+    """
+    data = request.data
+    if isinstance(data, dict) and all(
+        isinstance(key, str | bytes) and isinstance(value, str | bytes)
+        for key, value in data.items()
+    ):
+        request.data = "&".join(f"{form_quote(k)}={form_quote(v)}" for k, v in data.items())
+
+
 def client_config(*, max_attempts: int = MAX_ATTEMPTS, local: bool = False) -> AioConfig:
     # "standard" retries back off with jitter and also retry throttling and
     # transient connection errors, which "legacy" handles only in part.
@@ -130,6 +158,7 @@ class AwsClients:
         except BaseException:
             await stack.aclose()
             raise
+        sns.meta.events.register("before-sign.sns", encode_form_once)
         return cls(stack=stack, sns=sns, sqs=sqs, endpoint_url=endpoint)
 
     @classmethod

@@ -1,0 +1,46 @@
+"""The SNS body, URL-encoded once before signing, is byte for byte what
+botocore would have sent."""
+
+from __future__ import annotations
+
+import random
+import urllib.parse
+
+from botocore.awsrequest import AWSRequest
+
+from voltpay.bridges.aws import encode_form_once, form_quote
+
+ALPHABET = [chr(code) for code in range(0x250)] + ["€", "😀", "\u2028", " ", "+", "&", "=", "%"]
+
+
+def test_form_quote_matches_quote_plus() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
+        assert form_quote(text) == urllib.parse.quote_plus(text, safe="")
+        assert form_quote(text.encode()) == urllib.parse.quote_plus(text.encode(), safe="")
+
+
+def test_the_encoded_body_is_the_one_botocore_builds() -> None:
+    data = {
+        "Action": "PublishBatch",
+        "Version": "2010-03-31",
+        "TopicArn": "arn:aws:sns:us-east-1:000000000000:voltpay-events",
+        "PublishBatchRequestEntries.member.1.Id": "e-1",
+        "PublishBatchRequestEntries.member.1.Message": '{"data":{"token":"1 2"},"x":"€ & = +"}',
+    }
+    expected = AWSRequest(method="POST", url="https://sns.example", data=dict(data)).body
+    request = AWSRequest(method="POST", url="https://sns.example", data=dict(data))
+    encode_form_once(request)
+    assert isinstance(request.data, str)
+    assert request.body == expected
+
+
+def test_other_bodies_are_left_alone() -> None:
+    nested = {"Entries": [{"Id": "1"}]}
+    request = AWSRequest(method="POST", url="https://sqs.example", data=nested)
+    encode_form_once(request)
+    assert request.data is nested
+    raw = AWSRequest(method="POST", url="https://sqs.example", data=b'{"a":1}')
+    encode_form_once(raw)
+    assert raw.data == b'{"a":1}'
