@@ -9,9 +9,9 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
@@ -20,7 +20,7 @@ from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
 from voltpay.observability.logging import request_id_var
-from voltpay.observability.metrics import Metrics
+from voltpay.observability.metrics import HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("voltpay.http")
@@ -29,35 +29,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-def _route_template(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
-class HttpMeter:
-    """The HTTP metrics, with each label set's child looked up once (hot path)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
-
-    def record(self, route: str, method: str, status: int, elapsed: float) -> None:
-        counter = self._counters.get((route, method, status))
-        if counter is None:
-            counter = self._metrics.http_requests.labels(
-                route=route, method=method, status=str(status)
-            )
-            self._counters[(route, method, status)] = counter
-        counter.inc()
-        timer = self._timers.get((route, method))
-        if timer is None:
-            timer = self._metrics.http_duration.labels(route=route, method=method)
-            self._timers[(route, method)] = timer
-        timer.observe(elapsed)
-
-
-HTTP_METER = web.AppKey("http_meter", HttpMeter)
 _REQUEST_ID_PREFIX = secrets.token_hex(6)
 _request_numbers = itertools.count(1)
 
@@ -68,37 +39,55 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}-{next(_request_numbers):x}"
 
 
-@web.middleware
-async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, problem responses, access log line and HTTP metrics: one
-    layer, since every request passes it."""
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else _new_request_id()
-    token = request_id_var.set(request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
+def _front(http: HttpStats) -> Middleware:
+    templates: dict[object, str] = {}
+
+    def route_template(request: web.Request) -> str:
+        route = request.match_info.route
+        template = templates.get(route)
+        if template is None:
+            resource = route.resource
+            template = resource.canonical if resource is not None else "unmatched"
+            templates[route] = template
+        return template
+
+    @web.middleware
+    async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Request id, problem responses, access log line, HTTP metrics and,
+        for /api/ routes, authentication and idempotency: one layer, since
+        every request passes it and each layer costs every request."""
+        incoming = request.headers.get("X-Request-ID")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else _new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
         try:
-            response = await handler(request)
-        except Exception as exc:
-            response = _problem_response(request, exc)
-        status = response.status
-        response.headers["X-Request-ID"] = request_id
-        return response
-    finally:
-        elapsed = time.perf_counter() - started
-        route = _route_template(request)
-        request.app[HTTP_METER].record(route, request.method, status, elapsed)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s -> %s in %.1f ms",
-                request.method,
-                route,
-                status,
-                elapsed * 1000,
-                extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
-            )
-        request_id_var.reset(token)
+            try:
+                if request.path.startswith("/api/"):
+                    response = await _api(request, handler)
+                else:
+                    response = await handler(request)
+            except Exception as exc:
+                response = _problem_response(request, exc)
+            status = response.status
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(request)
+            http.record(route, request.method, status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s -> %s in %.1f ms",
+                    request.method,
+                    route,
+                    status,
+                    elapsed * 1000,
+                    extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+                )
+            request_id_var.reset(token)
+
+    return front
 
 
 def _problem_response(request: web.Request, error: Exception) -> web.StreamResponse:
@@ -140,12 +129,9 @@ def _problem_response(request: web.Request, error: Exception) -> web.StreamRespo
     return Problem(500, "internal_error", "something went wrong on our side").response()
 
 
-@web.middleware
-async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer authentication, then Idempotency-Key, for /api/ routes only."""
     path = request.path
-    if not path.startswith("/api/"):
-        return await handler(request)
     if path not in PUBLIC_API and path != "/api/agents":
         await _authenticate(request)
     return await _idempotent(request, handler)
@@ -238,12 +224,11 @@ async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def create_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[front, api_gate],
+        middlewares=[_front(services.metrics.http)],
         client_max_size=services.settings.http.max_body_bytes,
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = services
-    app[HTTP_METER] = HttpMeter(services.metrics)
     app.add_routes(users.routes)
     app.add_routes(money.routes)
     app.add_routes(operations.routes)
