@@ -45,6 +45,7 @@ class OutboxRelay:
         max_backoff_seconds: float = 60.0,
         parallel_batches: int = 4,
         room: Callable[[], Awaitable[int]] | None = None,
+        on_published: Callable[[int], None] | None = None,
     ) -> None:
         self._publisher = publisher
         self._metrics = metrics
@@ -54,6 +55,7 @@ class OutboxRelay:
         self._parallel = parallel_batches
         # How many more events the bus should take now (None: no limit).
         self._room = room
+        self._on_published = on_published
         self._wakeup = asyncio.Event()
         self._woken = 0
         self._batch_ready = asyncio.Event()
@@ -68,6 +70,12 @@ class OutboxRelay:
         self._wakeup.set()
         if self._woken >= self._batch_size:
             self._batch_ready.set()
+
+    def wake_now(self) -> None:
+        """Publish without waiting for a fuller batch (the bus has room again)."""
+        self._woken = max(self._woken, self._batch_size)
+        self._wakeup.set()
+        self._batch_ready.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -152,6 +160,8 @@ class OutboxRelay:
     ) -> int:
         by_event = {outcome.event_id: outcome for outcome in outcomes}
         done = [row.id for row in rows if by_event.get(str(row.event_id), _LOST).ok]
+        if self._on_published is not None:
+            self._on_published(len(done))
         await outbox_store.mark_published(done, datetime.now(UTC))
         failures = [row for row in rows if not by_event.get(str(row.event_id), _LOST).ok]
         for row in failures:

@@ -40,7 +40,8 @@ class SqsPoller:
         wait_seconds: int,
         visibility_timeout_seconds: int,
         delete_linger_seconds: float = 0.05,
-        on_deleted: Callable[[], None] | None = None,
+        receive_linger_seconds: float = RECEIVE_LINGER_SECONDS,
+        on_deleted: Callable[[int], None] | None = None,
     ) -> None:
         self._consumer = consumer
         self._notifications = notifications
@@ -51,6 +52,7 @@ class SqsPoller:
         self._wait = wait_seconds
         self._visibility = visibility_timeout_seconds
         self._linger = delete_linger_seconds
+        self._receive_linger = receive_linger_seconds
         self._on_deleted = on_deleted
         self._in_flight: dict[str, tuple[ReceivedMessage, float]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -129,7 +131,7 @@ class SqsPoller:
             if 0 < len(messages) < MAX_BATCH:
                 # A part-full batch: let more arrive before the next call, so
                 # receives (each costly) carry closer to ten messages.
-                await asyncio.sleep(RECEIVE_LINGER_SECONDS)
+                await asyncio.sleep(self._receive_linger)
             if not messages:
                 continue
             now = time.monotonic()
@@ -232,7 +234,7 @@ class SqsPoller:
             return
         self._metrics.sqs_deleted.inc(len(batch) - len(failed))
         if self._on_deleted is not None:
-            self._on_deleted()
+            self._on_deleted(len(batch) - len(failed))
 
     async def _flush_deletes(self) -> None:
         self._start_delete()
