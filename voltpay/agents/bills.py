@@ -175,14 +175,15 @@ class BillsAgent:
             # An answer nobody understood: the vend may have happened.
             log.exception("unexpected vend error for bill %s; reconciling", bill.id)
             return BillAnswer(bill, started.balance_after_minor, settled=False)
-        settled = await self._complete(bill.id, result, started.balance_after_minor)
+        settled = await self._complete(bill, result, started.balance_after_minor)
         return BillAnswer(settled.bill, settled.wallet_balance_minor, settled=True)
 
     async def _complete(
-        self, bill_id: uuid.UUID, result: VendResult, balance_after_minor: int | None = None
+        self, bill: Bill, result: VendResult, balance_after_minor: int | None = None
     ) -> bill_store.Settled:
         settled = await bill_store.complete_payment(
-            bill_id,
+            bill.id,
+            bill=bill,
             token=result.token,
             units=result.units,
             receipt_number=result.receipt_number,
@@ -238,7 +239,7 @@ class BillsAgent:
             log.warning("requery of bill %s failed: %r; will ask again", bill.id, exc)
             return False
         if answer.status is VendStatus.SUCCESS and answer.result is not None:
-            await self._complete(bill.id, answer.result)
+            await self._complete(bill, answer.result)
             return True
         if answer.status is VendStatus.FAILED:
             await bill_store.fail_payment(bill.id, answer.reason or "vend failed")
@@ -264,5 +265,5 @@ class BillsAgent:
         except Exception as exc:
             log.warning("re-vend of bill %s unresolved: %r", bill.id, exc)
             return False
-        await self._complete(bill.id, result)
+        await self._complete(bill, result)
         return True

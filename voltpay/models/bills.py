@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.bills import BillStatus, check_payable
-from voltpay.domain.events import Event, rfc3339
+from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.models import sql, wallets
-from voltpay.models.outbox import record_event
+from voltpay.models.outbox import outbox_values, record_event
 from voltpay.models.tables import Bill
 
 
@@ -137,6 +138,21 @@ async def start_payment(
     return PaymentStarted(bill, request_id, movement.balance_after_minor)
 
 
+_COMPLETE = (
+    "UPDATE bills SET status = $1, token = $2, units = $3, receipt_number = $4, "
+    "tariff_minor_per_kwh = $5, paid_at = $6, updated_at = $7 "
+    "WHERE id = $8 AND status = $9 RETURNING *"
+)
+# PostgreSQL: the same update and its outbox row in one statement (atomic by
+# itself), instead of BEGIN, two statements and COMMIT.
+_COMPLETE_WITH_EVENT = (
+    "WITH moved AS (" + _COMPLETE + "), event AS ("
+    "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at) "
+    "SELECT $10, $11, $12, $13, 0, $14 FROM moved) "
+    "SELECT * FROM moved"
+)
+
+
 async def complete_payment(
     bill_id: uuid.UUID,
     *,
@@ -145,45 +161,57 @@ async def complete_payment(
     receipt_number: str,
     tariff_minor_per_kwh: int,
     wallet_balance_minor: int | None = None,
+    bill: Bill | None = None,
     now: datetime | None = None,
 ) -> Settled:
     """processing → paid with the token; a second call changes nothing.
 
-    ``wallet_balance_minor`` is the balance the debit left, told to the user.
+    ``wallet_balance_minor`` is the balance the debit left, told to the user;
+    ``bill`` is the bill as the payment started (its owner, meter and amount
+    do not change), which lets PostgreSQL do it all in one statement.
     """
     moment = now or datetime.now(UTC)
-    async with in_transaction() as conn:
+    values = (
+        BillStatus.PAID.value,
+        token,
+        str(units),
+        receipt_number,
+        tariff_minor_per_kwh,
+        moment,
+        moment,
+        bill_id,
+        BillStatus.PROCESSING.value,
+    )
+    paid = {"token": token, "units": str(units), "receiptNumber": receipt_number}
+    conn = connections.get("default")
+    if bill is not None and wallet_balance_minor is not None and not sql.is_sqlite(conn):
+        event = new_event("payment_completed", _paid_data(bill, wallet_balance_minor, paid), moment)
         moved = await sql.models(
-            conn,
-            Bill,
-            "UPDATE bills SET status = $1, token = $2, units = $3, receipt_number = $4, "
-            "tariff_minor_per_kwh = $5, paid_at = $6, updated_at = $7 "
-            "WHERE id = $8 AND status = $9 RETURNING *",
-            BillStatus.PAID.value,
-            token,
-            str(units),
-            receipt_number,
-            tariff_minor_per_kwh,
-            moment,
-            moment,
-            bill_id,
-            BillStatus.PROCESSING.value,
+            conn, Bill, _COMPLETE_WITH_EVENT, *values, *outbox_values(event, moment)
         )
         if not moved:
+            return Settled(await Bill.get(id=bill_id), None, None)
+        return Settled(moved[0], wallet_balance_minor, event)
+    async with in_transaction() as conn:
+        moved = await sql.models(conn, Bill, _COMPLETE, *values)
+        if not moved:
             return Settled(await Bill.get(id=bill_id, using_db=conn), None, None)
-        bill = moved[0]
+        settled_bill = moved[0]
         balance = wallet_balance_minor
-        if balance is None and bill.wallet_id is not None:
-            balance = await wallets._balance(conn, bill.wallet_id)
-        data = _bill_event_data(bill) | {
-            "walletId": str(bill.wallet_id),
-            "token": token,
-            "units": str(units),
-            "receiptNumber": receipt_number,
-            "walletBalance": format_minor(balance) if balance is not None else None,
-        }
+        if balance is None and settled_bill.wallet_id is not None:
+            balance = await wallets._balance(conn, settled_bill.wallet_id)
+        data = _paid_data(settled_bill, balance, paid)
         event = await record_event(conn, "payment_completed", data, moment)
-    return Settled(bill, balance, event)
+    return Settled(settled_bill, balance, event)
+
+
+def _paid_data(bill: Bill, balance: int | None, paid: dict[str, str]) -> dict[str, Any]:
+    return (
+        _bill_event_data(bill)
+        | {"walletId": str(bill.wallet_id)}
+        | paid
+        | {"walletBalance": format_minor(balance) if balance is not None else None}
+    )
 
 
 async def fail_payment(bill_id: uuid.UUID, reason: str, now: datetime | None = None) -> Settled:

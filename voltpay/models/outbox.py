@@ -23,15 +23,16 @@ async def record_event(
     await sql.execute(
         conn,
         "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        event.event_id,
-        event.type,
-        json.dumps(event.envelope(), separators=(",", ":")),
-        now,
-        0,
-        now,
+        "VALUES ($1, $2, $3, $4, 0, $5)",
+        *outbox_values(event, now),
     )
     return event
+
+
+def outbox_values(event: Event, now: datetime) -> tuple[Any, ...]:
+    """event_id, event_type, body, created_at and next_attempt_at of its row."""
+    body = json.dumps(event.envelope(), separators=(",", ":"))
+    return event.event_id, event.type, body, now, now
 
 
 _CLAIM = (
