@@ -3,7 +3,6 @@ sent) and the append-only audit log."""
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -40,15 +39,6 @@ class Received:
     body: str | None  # the SMS text; None when the event has no SMS
 
 
-@functools.lru_cache(maxsize=64)
-def _values(rows: int, columns: int) -> str:
-    """``($1, $2), ($3, $4)``: a multi-row VALUES list in the ``$n`` form."""
-    numbers = iter(range(1, rows * columns + 1))
-    return ", ".join(
-        "(" + ", ".join(f"${next(numbers)}" for _ in range(columns)) + ")" for _ in range(rows)
-    )
-
-
 async def record_inbox(events: Sequence[Received]) -> None:
     """Note every event id as received (a redelivery changes nothing)."""
     if not events:
@@ -57,7 +47,7 @@ async def record_inbox(events: Sequence[Received]) -> None:
     await sql.execute(
         _db(),
         "INSERT INTO inbox (event_id, event_type, received_at) VALUES "
-        + _values(len(events), 3)
+        + sql.value_rows(len(events), 3)
         + " ON CONFLICT (event_id) DO NOTHING",
         *(value for e in events for value in (e.event_id, e.event_type, now)),
     )
@@ -68,9 +58,7 @@ async def phones_of(user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
         return {}
     found = await sql.rows(
         _db(),
-        "SELECT id, phone_number FROM users WHERE id IN ("
-        + ", ".join(f"${n}" for n in range(1, len(user_ids) + 1))
-        + ")",
+        f"SELECT id, phone_number FROM users WHERE id IN ({sql.placeholders(len(user_ids))})",
         *user_ids,
     )
     return {uuid.UUID(str(row["id"])): str(row["phone_number"]) for row in found}
@@ -94,7 +82,7 @@ async def create_claimed(
         _db(),
         'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
         "attempts, claimed_until, created_at) VALUES "
-        + _values(len(events), 10)
+        + sql.value_rows(len(events), 10)
         + " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
         *values,
     )
@@ -139,8 +127,7 @@ async def mark_sent(sender: str, sent: Mapping[uuid.UUID, str]) -> None:
     if not sent:
         return
     cases = " ".join(f"WHEN ${4 + 2 * i} THEN ${5 + 2 * i}" for i in range(len(sent)))
-    first = 4 + 2 * len(sent)
-    ids = ", ".join(f"${first + i}" for i in range(len(sent)))
+    ids = sql.placeholders(len(sent), start=4 + 2 * len(sent))
     await sql.execute(
         _db(),
         f"UPDATE notifications SET status = $1, sender = $2, sent_at = $3, "
@@ -178,7 +165,7 @@ async def append_audit(events: Sequence[Event]) -> None:
     await sql.execute(
         _db(),
         "INSERT INTO audit_log (event_id, event_type, occurred_at, recorded_at, body) VALUES "
-        + _values(len(events), 5)
+        + sql.value_rows(len(events), 5)
         + " ON CONFLICT (event_id) DO NOTHING",
         *values,
     )

@@ -69,9 +69,8 @@ async def mark_published(row_ids: list[int], now: datetime | None = None) -> Non
     if row_ids:
         await sql.execute(
             connections.get("default"),
-            "UPDATE outbox SET published_at = $1, claimed_until = NULL WHERE id IN ("
-            + ", ".join(f"${n}" for n in range(2, len(row_ids) + 2))
-            + ")",
+            "UPDATE outbox SET published_at = $1, claimed_until = NULL "
+            f"WHERE id IN ({sql.placeholders(len(row_ids), start=2)})",
             now or datetime.now(UTC),
             *row_ids,
         )

@@ -23,6 +23,18 @@ M = TypeVar("M", bound=Model)
 _PLACEHOLDER = re.compile(r"\$\d+")
 
 
+@functools.lru_cache(maxsize=256)
+def placeholders(count: int, start: int = 1) -> str:
+    """``$start, $start+1, ...``: ``count`` placeholders for an IN list."""
+    return ", ".join(f"${n}" for n in range(start, start + count))
+
+
+@functools.lru_cache(maxsize=64)
+def value_rows(rows: int, columns: int) -> str:
+    """``($1, $2), ($3, $4)``: a multi-row VALUES list."""
+    return ", ".join(f"({placeholders(columns, 1 + row * columns)})" for row in range(rows))
+
+
 def is_sqlite(conn: BaseDBAsyncClient) -> bool:
     return str(conn.capabilities.dialect) == "sqlite"
 
