@@ -126,14 +126,9 @@ class SqsPoller:
                 backoff = min(backoff * 2, 30.0)
                 continue
             self._release(free - len(messages))
-            if messages:
-                self._metrics.sqs_received.inc(len(messages))
-            if 0 < len(messages) < MAX_BATCH:
-                # A part-full batch: let more arrive before the next call, so
-                # receives (each costly) carry closer to ten messages.
-                await asyncio.sleep(self._receive_linger)
             if not messages:
                 continue
+            self._metrics.sqs_received.inc(len(messages))
             now = time.monotonic()
             for message in messages:
                 self._in_flight[message.message_id] = (message, now)
@@ -142,6 +137,11 @@ class SqsPoller:
             task = asyncio.create_task(self._handle(messages))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+            if len(messages) < MAX_BATCH:
+                # A part-full batch (already being handled): let more arrive
+                # before the next call, so receives (each costly) carry closer
+                # to ten messages.
+                await asyncio.sleep(self._receive_linger)
 
     def _release(self, count: int) -> None:
         for _ in range(count):
