@@ -129,11 +129,10 @@ class Mailbox(Generic[C, R]):
                 self.stats.succeeded(time.perf_counter() - started)
                 _resolve(envelope.reply, result=result)
 
-    def stop_accepting(self) -> None:
+    async def close(self) -> None:
+        """Refuse new commands (``Stopped``), then wait until every accepted
+        one has been answered."""
         self._accepting = False
-
-    async def drained(self) -> None:
-        """Wait until every accepted command has been answered."""
         await self._idle.wait()
 
 

@@ -208,8 +208,7 @@ class Pipeline:
             await self.poller.drain()
         for agent in (self.notifications, self.audit):
             if agent is not None:
-                agent.mailbox.stop_accepting()
-                await agent.mailbox.drained()
+                await agent.mailbox.close()
 
     async def _consume_to_the_end(self, deadline_seconds: float) -> None:
         loop = asyncio.get_running_loop()

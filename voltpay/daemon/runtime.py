@@ -176,8 +176,7 @@ class Daemon:
             await self.pipeline.stop_intake()
         for agent in (self.bills, self.wallets):
             if agent is not None:
-                agent.mailbox.stop_accepting()
-                await agent.mailbox.drained()
+                await agent.mailbox.close()
         if self.bills is not None:
             await self.bills.stop_reconciler()
         if self._housekeeping is not None:
