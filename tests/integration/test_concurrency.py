@@ -89,3 +89,32 @@ async def test_concurrent_credits_and_debits_keep_the_ledger(api: Api) -> None:
     paid = sum(1 for r in replies[:30] if r.status == 200)
     balance_minor = await _ledger_matches(who.wallet_id)
     assert balance_minor == 30000 + 30 * 500 - paid * 2000
+
+
+async def test_a_pay_that_lost_a_race_it_can_now_win_is_tried_again(
+    api: Api, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-statement start (PostgreSQL) writes nothing when the balance
+    did not cover the bill at that instant; if funds arrived meanwhile, the
+    payment is tried again rather than refused."""
+    from voltpay.models import bills as bill_store
+    from voltpay.models import sql
+
+    who = await api.customer(funds="100.00")
+    bill_id = (await api.bill(who, "40.00")).body["billId"]
+    real_rows = sql.rows
+    lost: list[str] = []
+
+    async def lose_the_first_start(conn: Any, statement: str, *values: Any) -> Any:
+        if statement == bill_store._START_IN_ONE and not lost:
+            lost.append(statement)
+            return []
+        return await real_rows(conn, statement, *values)
+
+    monkeypatch.setattr(sql, "rows", lose_the_first_start)
+    paid = await api.pay(who, bill_id)
+    assert paid.status == 200, paid.body
+    if not database_url.startswith("sqlite"):
+        assert lost, "PostgreSQL starts a payment in one statement"
+    assert await api.balance(who) == "60.00"
+    assert await _ledger_matches(who.wallet_id) == 6000

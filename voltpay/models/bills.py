@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.bills import BillStatus, check_payable
@@ -17,7 +18,7 @@ from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.models import sql, wallets
 from voltpay.models.outbox import outbox_values, record_event
-from voltpay.models.tables import Bill
+from voltpay.models.tables import Bill, Wallet
 
 
 class BillNotFound(Exception):
@@ -108,6 +109,9 @@ async def start_payment(
     """
     moment = now or datetime.now(UTC)
     request_id = uuid.uuid4().hex
+    conn = connections.get("default")
+    if not sql.is_sqlite(conn):
+        return await _start_in_one_statement(conn, bill_id, owner_id, wallet_id, request_id, moment)
     async with in_transaction() as conn:
         moved = await sql.models(
             conn,
@@ -137,6 +141,83 @@ async def start_payment(
         )
     return PaymentStarted(bill, request_id, movement.balance_after_minor)
 
+
+# PostgreSQL: pending → processing, the conditional debit and its ledger row
+# in one statement (atomic by itself), instead of BEGIN, three statements and
+# COMMIT. The bill's row is locked first (FOR UPDATE), so of two payments of
+# one bill the second finds it no longer pending and writes nothing; the
+# wallet's UPDATE re-checks the balance after any concurrent debit, so the
+# balance cannot go below zero; nothing is written unless all of it is.
+_START_IN_ONE = (
+    "WITH bill AS ("
+    "SELECT id, amount_minor FROM bills "
+    "WHERE id = $1 AND user_id = $2 AND status = $3 AND expires_at > $4 FOR UPDATE"
+    "), debit AS ("
+    "UPDATE wallets SET balance_minor = wallets.balance_minor - bill.amount_minor, "
+    "updated_at = $5 FROM bill "
+    "WHERE wallets.id = $6 AND wallets.user_id = $7 AND wallets.balance_minor >= bill.amount_minor "
+    "RETURNING bill.id AS bill_id, bill.amount_minor, wallets.balance_minor AS balance_after"
+    "), moved AS ("
+    "UPDATE bills SET status = $8, wallet_id = $9, vend_request_id = $10, "
+    "processing_since = $11, updated_at = $12 FROM debit "
+    "WHERE bills.id = debit.bill_id RETURNING bills.*"
+    "), entry AS ("
+    "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
+    "bill_id, created_at) "
+    "SELECT $13, $14, $15, -debit.amount_minor, debit.balance_after, debit.bill_id, $16 FROM debit"
+    ") SELECT moved.*, debit.balance_after AS debit_balance_after FROM moved CROSS JOIN debit"
+)
+
+
+async def _start_in_one_statement(
+    conn: BaseDBAsyncClient,
+    bill_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    wallet_id: uuid.UUID,
+    request_id: str,
+    moment: datetime,
+) -> PaymentStarted:
+    for _ in range(_START_ATTEMPTS):
+        found = await sql.rows(
+            conn,
+            _START_IN_ONE,
+            bill_id,
+            owner_id,
+            BillStatus.PENDING.value,
+            moment,
+            moment,
+            wallet_id,
+            owner_id,
+            BillStatus.PROCESSING.value,
+            wallet_id,
+            request_id,
+            moment,
+            moment,
+            uuid.uuid4(),
+            wallet_id,
+            wallets.DEBIT,
+            moment,
+        )
+        if found:
+            row = found[0]
+            balance = int(row.pop("debit_balance_after"))
+            return PaymentStarted(Bill._init_from_db(**row), request_id, balance)
+        # Nothing was written; say why. If the bill is payable and the wallet
+        # covers it now (funds arrived meanwhile), try again.
+        bill = await Bill.get_or_none(id=bill_id, user_id=owner_id)
+        if bill is None:
+            raise BillNotFound(str(bill_id))
+        check_payable(BillStatus(bill.status), bill.expires_at, moment)
+        wallet = await Wallet.get_or_none(id=wallet_id, user_id=owner_id)
+        if wallet is None:
+            raise wallets.WalletNotFound(str(wallet_id))
+        if wallet.balance_minor < bill.amount_minor:
+            raise wallets.InsufficientFunds(str(wallet_id))
+    # The balance kept changing under us: refuse, having written nothing.
+    raise wallets.InsufficientFunds(str(wallet_id))
+
+
+_START_ATTEMPTS = 3
 
 _COMPLETE = (
     "UPDATE bills SET status = $1, token = $2, units = $3, receipt_number = $4, "
