@@ -130,16 +130,25 @@ async def start_payment(
             moment,
         )
         if not moved:
-            bill = await Bill.get_or_none(id=bill_id, user_id=owner_id, using_db=conn)
-            if bill is None:
-                raise BillNotFound(str(bill_id))
-            check_payable(BillStatus(bill.status), bill.expires_at, moment)
+            await _payable_bill(conn, bill_id, owner_id, moment)
             raise RuntimeError("bill did not move although it is payable")  # pragma: no cover
         bill = moved[0]
         movement = await wallets.debit(
             conn, wallet_id, owner_id, bill.amount_minor, moment, bill_id=bill_id
         )
     return PaymentStarted(bill, request_id, movement.balance_after_minor)
+
+
+async def _payable_bill(
+    conn: BaseDBAsyncClient, bill_id: uuid.UUID, owner_id: uuid.UUID, moment: datetime
+) -> Bill:
+    """Why a payment could not start, as far as the bill goes: BillNotFound,
+    or BillNotPayable from the domain rules; the bill if it is payable."""
+    bill = await Bill.get_or_none(id=bill_id, user_id=owner_id, using_db=conn)
+    if bill is None:
+        raise BillNotFound(str(bill_id))
+    check_payable(BillStatus(bill.status), bill.expires_at, moment)
+    return bill
 
 
 # PostgreSQL: pending → processing, the conditional debit and its ledger row
@@ -204,10 +213,7 @@ async def _start_in_one_statement(
             return PaymentStarted(Bill._init_from_db(**row), request_id, balance)
         # Nothing was written; say why. If the bill is payable and the wallet
         # covers it now (funds arrived meanwhile), try again.
-        bill = await Bill.get_or_none(id=bill_id, user_id=owner_id)
-        if bill is None:
-            raise BillNotFound(str(bill_id))
-        check_payable(BillStatus(bill.status), bill.expires_at, moment)
+        bill = await _payable_bill(conn, bill_id, owner_id, moment)
         wallet = await Wallet.get_or_none(id=wallet_id, user_id=owner_id)
         if wallet is None:
             raise wallets.WalletNotFound(str(wallet_id))
