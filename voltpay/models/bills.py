@@ -17,7 +17,7 @@ from voltpay.domain.bills import BillStatus, check_payable
 from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.models import sql, wallets
-from voltpay.models.outbox import outbox_values, record_event
+from voltpay.models.outbox import OUTBOX_INSERT, outbox_values, record_event
 from voltpay.models.tables import Bill, Wallet
 
 
@@ -233,8 +233,7 @@ _COMPLETE = (
 # PostgreSQL: the same update and its outbox row in one statement (atomic by
 # itself), instead of BEGIN, two statements and COMMIT.
 _COMPLETE_WITH_EVENT = (
-    "WITH moved AS (" + _COMPLETE + "), event AS ("
-    "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at) "
+    "WITH moved AS (" + _COMPLETE + "), event AS (" + OUTBOX_INSERT + " "
     "SELECT $10, $11, $12, $13, 0, $14 FROM moved) "
     "SELECT * FROM moved"
 )

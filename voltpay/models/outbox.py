@@ -21,12 +21,16 @@ async def record_event(
 ) -> Event:
     event = new_event(type_, data, now)
     await sql.execute(
-        conn,
-        "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at) "
-        "VALUES ($1, $2, $3, $4, 0, $5)",
-        *outbox_values(event, now),
+        conn, OUTBOX_INSERT + " VALUES ($1, $2, $3, $4, 0, $5)", *outbox_values(event, now)
     )
     return event
+
+
+# The columns an event's row is written with: outbox_values() in this order,
+# with attempts, the fifth, always 0.
+OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at)"
+)
 
 
 def outbox_values(event: Event, now: datetime) -> tuple[Any, ...]:
