@@ -1,5 +1,5 @@
 """The SNS body, URL-encoded once before signing, is byte for byte what
-botocore would have sent."""
+botocore would have sent; and the client settings that keep each call cheap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import urllib.parse
 
 from botocore.awsrequest import AWSRequest
 
-from voltpay.bridges.aws import encode_form_once, form_quote
+from voltpay import __version__
+from voltpay.bridges.aws import MAX_ATTEMPTS, client_config, encode_form_once, form_quote
 
 ALPHABET = [chr(code) for code in range(0x250)] + ["€", "😀", "\u2028", " ", "+", "&", "=", "%"]
 
@@ -44,3 +45,12 @@ def test_other_bodies_are_left_alone() -> None:
     raw = AWSRequest(method="POST", url="https://sqs.example", data=b'{"a":1}')
     encode_form_once(raw)
     assert raw.data == b'{"a":1}'
+
+
+def test_calls_carry_a_fixed_user_agent() -> None:
+    config = client_config()
+    assert config.user_agent == f"voltpay/{__version__}"
+    # botocore still refuses a malformed request before sending it.
+    assert config.parameter_validation is True
+    # Retries and timeouts are still the ones the bridges rely on.
+    assert config.retries == {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}
