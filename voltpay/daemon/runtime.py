@@ -28,8 +28,7 @@ from voltpay.http.app import create_app
 from voltpay.http.context import Readiness, Services
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
-from voltpay.models.checkpoint import WalCheckpointer
-from voltpay.models.database import close_database, open_database, sqlite_path
+from voltpay.models.database import close_database, open_database
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon")
@@ -56,7 +55,6 @@ class Daemon:
     pipeline: Pipeline | None = None
     bills: BillsAgent | None = None
     wallets: WalletsAgent | None = None
-    checkpointer: WalCheckpointer | None = None
 
     def _on_close(self, name: str, step: Step) -> None:
         self._closers.append((name, step))
@@ -66,7 +64,6 @@ class Daemon:
         await open_database(settings.database.url, pool_max_size=settings.database.pool_max_size)
         self._on_close("database", close_database)
         self.readiness.checks["database"] = _database_check
-        await self._checkpoint_off_the_writer()
 
         provider = self.provider or build_provider(settings.provider)
         self.provider = provider
@@ -130,16 +127,6 @@ class Daemon:
             self.notifier.notify("READY=1", f"STATUS=serving on port {self.port}")
             if self.notifier.watchdog_interval() is not None:
                 self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
-
-    async def _checkpoint_off_the_writer(self) -> None:
-        path = sqlite_path(self.settings.database.url)
-        if path is None:
-            return
-        from tortoise import connections
-
-        self.checkpointer = WalCheckpointer(path, connections.get("default").execute_script)
-        await self.checkpointer.start()
-        self._on_close("SQLite checkpoints", self.checkpointer.stop)
 
     async def _keep_house(self) -> None:
         """Forget expired sessions, failed logins and idempotency keys."""
