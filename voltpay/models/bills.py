@@ -18,7 +18,7 @@ from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.models import sql, wallets
 from voltpay.models.outbox import OUTBOX_INSERT, outbox_values, record_event
-from voltpay.models.tables import Bill, Wallet
+from voltpay.models.tables import Bill
 
 
 class BillNotFound(Exception):
@@ -214,9 +214,7 @@ async def _start_in_one_statement(
         # Nothing was written; say why. If the bill is payable and the wallet
         # covers it now (funds arrived meanwhile), try again.
         bill = await _payable_bill(conn, bill_id, owner_id, moment)
-        wallet = await Wallet.get_or_none(id=wallet_id, user_id=owner_id)
-        if wallet is None:
-            raise wallets.WalletNotFound(str(wallet_id))
+        wallet = await wallets.owned_wallet(wallet_id, owner_id)
         if wallet.balance_minor < bill.amount_minor:
             raise wallets.InsufficientFunds(str(wallet_id))
     # The balance kept changing under us: refuse, having written nothing.
