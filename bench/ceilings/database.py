@@ -8,7 +8,12 @@ serves ``POST /api/Vend/{billId}/pay`` on voltpay's own schema and rows:
 2. in ONE transaction: the bill moves pending → processing (a conditional
    UPDATE), the wallet is debited (``balance = balance - x WHERE balance >= x``)
    and the ledger row is inserted;
-3. the bill moves processing → paid, and the paid bill is the answer.
+3. the bill moves processing → paid and its ``payment_completed`` event is
+   written to the outbox (the row voltpay writes, the same shape and size), in
+   one transaction; the paid bill is the answer. Nothing publishes the row:
+   the ceiling has no event pipeline. Its rows go to ``ceiling_outbox``, a
+   copy of voltpay's ``outbox`` table with the same columns and indexes, so
+   that voltpay (whose relay shares the database) never sees them.
 
 PostgreSQL goes through an asyncpg pool (the size of voltpay's default pool);
 SQLite through aiosqlite, one writer connection whose transactions take turns
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -54,6 +60,37 @@ def _rfc3339(moment: Any) -> str | None:
 
 def _money(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
+
+
+OUTBOX = "ceiling_outbox"
+OUTBOX_COLUMNS = "event_id, event_type, body, created_at, attempts, next_attempt_at"
+
+
+def _completed_event(
+    bill_id: uuid.UUID, user_id: Any, wallet_id: Any, started: Any, balance: int, moment: datetime
+) -> tuple[uuid.UUID, bytes]:
+    """The id and body of the payment_completed row, as voltpay writes it."""
+    event_id = uuid.uuid4()
+    receipt = f"CEIL-{bill_id.hex[:12]}"
+    body = {
+        "eventId": str(event_id),
+        "type": "payment_completed",
+        "version": 1,
+        "occurredAt": _rfc3339(moment),
+        "data": {
+            "userId": str(user_id),
+            "billId": str(bill_id),
+            "meterNumber": started[1],
+            "customerName": started[2],
+            "amount": _money(int(started[0])),
+            "walletId": str(wallet_id),
+            "token": TOKEN,
+            "units": UNITS,
+            "receiptNumber": receipt,
+            "walletBalance": _money(balance),
+        },
+    }
+    return event_id, orjson.dumps(body)
 
 
 def _bill_view(row: Any, balance: int) -> dict[str, Any]:
@@ -91,7 +128,7 @@ class PostgresPay:
         "UPDATE bills SET status = 'processing', wallet_id = $3, vend_request_id = $4, "
         "processing_since = $5, updated_at = $5 "
         "WHERE id = $1 AND user_id = $2 AND status = 'pending' AND expires_at > $5 "
-        "RETURNING amount_minor"
+        "RETURNING amount_minor, meter_number, customer_name"
     )
     DEBIT = (
         "UPDATE wallets SET balance_minor = balance_minor - $2, updated_at = $3 "
@@ -101,10 +138,14 @@ class PostgresPay:
         "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
         "bill_id, created_at) VALUES ($1, $2, 'debit', $3, $4, $5, $6)"
     )
+    # The update and its outbox row in one statement, as voltpay does it.
     PAID = (
-        "UPDATE bills SET status = 'paid', token = $2, units = $3, receipt_number = $4, "
-        "paid_at = $5, updated_at = $5 WHERE id = $1 AND status = 'processing' "
-        f"RETURNING {_BILL_COLUMNS}"
+        "WITH moved AS (UPDATE bills SET status = 'paid', token = $2, units = $3, "
+        "receipt_number = $4, paid_at = $5, updated_at = $5 "
+        f"WHERE id = $1 AND status = 'processing' RETURNING {_BILL_COLUMNS}), "
+        f"event AS (INSERT INTO {OUTBOX} ({OUTBOX_COLUMNS}) "
+        "SELECT $6, 'payment_completed', $7, $5, 0, $5 FROM moved) "
+        "SELECT * FROM moved"
     )
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -118,19 +159,31 @@ class PostgresPay:
                 raise Refused(401, "unauthorized")
             user_id, wallet_id = session[0], session[1]
             async with conn.transaction():
-                amount = await conn.fetchval(
+                started = await conn.fetchrow(
                     self.START, bill_id, user_id, wallet_id, uuid.uuid4().hex, now
                 )
-                if amount is None:
+                if started is None:
                     raise Refused(409, "bill_not_payable")
+                amount = started[0]
                 balance = await conn.fetchval(self.DEBIT, wallet_id, amount, now)
                 if balance is None:
                     raise Refused(402, "insufficient_funds")
                 await conn.execute(
                     self.LEDGER, uuid.uuid4(), wallet_id, -amount, balance, bill_id, now
                 )
+            paid_at = datetime.now(UTC)
+            event_id, body = _completed_event(
+                bill_id, user_id, wallet_id, started, balance, paid_at
+            )
             row = await conn.fetchrow(
-                self.PAID, bill_id, TOKEN, UNITS, f"CEIL-{bill_id.hex[:12]}", datetime.now(UTC)
+                self.PAID,
+                bill_id,
+                TOKEN,
+                UNITS,
+                f"CEIL-{bill_id.hex[:12]}",
+                paid_at,
+                event_id,
+                body.decode(),
             )
         return _bill_view(row, balance)
 
@@ -147,7 +200,7 @@ class SqlitePay:
         "UPDATE bills SET status = 'processing', wallet_id = ?, vend_request_id = ?, "
         "processing_since = ?, updated_at = ? "
         "WHERE id = ? AND user_id = ? AND status = 'pending' AND expires_at > ? "
-        "RETURNING amount_minor"
+        "RETURNING amount_minor, meter_number, customer_name"
     )
     DEBIT = (
         "UPDATE wallets SET balance_minor = balance_minor - ?, updated_at = ? "
@@ -162,6 +215,7 @@ class SqlitePay:
         "paid_at = ?, updated_at = ? WHERE id = ? AND status = 'processing' "
         f"RETURNING {_BILL_COLUMNS}"
     )
+    OUTBOX = f"INSERT INTO {OUTBOX} ({OUTBOX_COLUMNS}) VALUES (?, 'payment_completed', ?, ?, 0, ?)"
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._writer = writer
@@ -211,17 +265,29 @@ class SqlitePay:
                 await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
-            paid_at = self._ts(datetime.now(UTC))
-            row = await self._one(
-                self._writer,
-                self.PAID,
-                TOKEN,
-                UNITS,
-                f"CEIL-{bill_id.hex[:12]}",
-                paid_at,
-                paid_at,
-                bill,
-            )
+            moment = datetime.now(UTC)
+            paid_at = self._ts(moment)
+            event_id, body = _completed_event(bill_id, user_id, wallet_id, started, balance, moment)
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                row = await self._one(
+                    self._writer,
+                    self.PAID,
+                    TOKEN,
+                    UNITS,
+                    f"CEIL-{bill_id.hex[:12]}",
+                    paid_at,
+                    paid_at,
+                    bill,
+                )
+                if row is not None:
+                    await self._writer.execute(
+                        self.OUTBOX, (str(event_id), body.decode(), paid_at, paid_at)
+                    )
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
         return _bill_view(row, balance)
 
     async def close(self) -> None:
@@ -236,12 +302,30 @@ async def _sqlite_connection(path: str) -> aiosqlite.Connection:
     return conn
 
 
+async def _copy_outbox_sqlite(conn: aiosqlite.Connection) -> None:
+    """``ceiling_outbox``: voltpay's outbox table and indexes under another name."""
+    rows = await conn.execute_fetchall(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'outbox' AND sql IS NOT NULL "
+        "ORDER BY type DESC"  # the table before its indexes
+    )
+    await conn.execute(f"DROP TABLE IF EXISTS {OUTBOX}")
+    for (ddl,) in rows:
+        ddl = re.sub(r'(TABLE|ON) "?outbox"?', rf"\1 {OUTBOX}", ddl, count=1)
+        ddl = re.sub(r'INDEX "?(\w+)"?', r"INDEX ceiling_\1", ddl, count=1)
+        await conn.execute(ddl)
+
+
 async def open_store(url: str, pool_size: int) -> PostgresPay | SqlitePay:
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
-        return SqlitePay(await _sqlite_connection(path), await _sqlite_connection(path))
+        writer = await _sqlite_connection(path)
+        await _copy_outbox_sqlite(writer)
+        return SqlitePay(writer, await _sqlite_connection(path))
     pool = await asyncpg.create_pool(
         url.replace("postgresql://", "postgres://", 1), min_size=pool_size, max_size=pool_size
+    )
+    await pool.execute(
+        f"DROP TABLE IF EXISTS {OUTBOX}; CREATE TABLE {OUTBOX} (LIKE outbox INCLUDING ALL)"
     )
     return PostgresPay(pool)
 
