@@ -25,6 +25,7 @@ from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
 from voltpay.daemon.runtime import Daemon
 from voltpay.domain.events import rfc3339
+from voltpay.models import outbox as outbox_store
 from voltpay.models.database import close_database, open_database
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import AuditRecord, InboxEvent, Notification, OutboxEvent
@@ -428,3 +429,31 @@ async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database
     assert counts == [len(first.published), len(second.published)]
     assert first.published and second.published, "both relays should have had a share"
     assert not await OutboxEvent.filter(published_at__isnull=True).exists()
+
+
+async def test_claims_take_the_earliest_due_rows_and_the_backlog_gauge_reads_them(
+    database: str,
+) -> None:
+    published = await add_outbox_rows(3)
+    await OutboxEvent.filter(event_id__in=published).update(published_at=datetime.now(UTC))
+    waiting = await add_outbox_rows(4)
+    rows = {str(row.event_id): row for row in await OutboxEvent.all()}
+    # The newest row is due first: claims follow next_attempt_at, not id.
+    first_due = rows[waiting[-1]]
+    oldest = min(rows[event_id].created_at for event_id in waiting)
+    await OutboxEvent.filter(id=first_due.id).update(
+        next_attempt_at=oldest.replace(year=oldest.year - 1)
+    )
+    count, oldest_seen = await outbox_store.backlog()
+    assert count == 4
+    assert oldest_seen is not None and oldest_seen.tzinfo is not None
+    assert abs((oldest_seen - oldest).total_seconds()) < 0.001
+
+    claimed = await outbox_store.claim_due(1)
+    assert [str(row.event_id) for row in claimed] == [waiting[-1]]
+    claimed = await outbox_store.claim_due(10)
+    assert [str(row.event_id) for row in claimed] == waiting[:-1]  # in id order within a claim
+    assert await outbox_store.claim_due(10) == []  # claimed rows are leased
+
+    await OutboxEvent.all().update(published_at=datetime.now(UTC))
+    assert await outbox_store.backlog() == (0, None)
