@@ -20,6 +20,8 @@ from tests.client import Api, Customer, eventually
 from tests.fakes.recording_sms import RecordingSmsSender
 from tests.integration.conftest import delivered, outbox_event_ids, queue_depth
 from voltpay.agents.outbox import OutboxRelay
+from voltpay.agents.pacing import Pacer
+from voltpay.agents.poller import SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
@@ -431,6 +433,45 @@ async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database
     assert not await OutboxEvent.filter(published_at__isnull=True).exists()
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) -> None:
+    event_ids = await add_outbox_rows(45)
+    clock = Clock()
+    pacer = Pacer(factor=1.0, floor_per_second=10, clock=clock)
+    for _ in range(200):  # 100 commits a second for the last two seconds
+        pacer.arrived()
+        clock.now += 0.01
+    pacer.spend(pacer.allowance(1000))
+    publisher = FakePublisher()
+    relay = OutboxRelay(
+        publisher,  # type: ignore[arg-type]
+        metrics=Metrics(process_metrics=False),
+        interval_seconds=60.0,
+        pacer=pacer,
+    )
+
+    # Nothing saved up: the paced pass publishes nothing (and sets itself a
+    # timer for the next batch).
+    assert await relay.flush(paced=True) == 0
+    assert publisher.batches == []
+    await relay.stop()  # cancels that timer
+
+    clock.now += 0.15  # about 16 events' worth at 110 a second: one whole batch
+    assert await relay.flush(paced=True) == 10
+    assert [len(batch) for batch in publisher.batches] == [10]
+
+    # Unpaced (the final flush at shutdown), everything due goes.
+    assert await relay.flush() == 35
+    assert sorted(publisher.published) == sorted(event_ids)
+
+
 async def test_claims_take_the_earliest_due_rows_and_the_backlog_gauge_reads_them(
     database: str,
 ) -> None:
@@ -457,3 +498,51 @@ async def test_claims_take_the_earliest_due_rows_and_the_backlog_gauge_reads_the
 
     await OutboxEvent.all().update(published_at=datetime.now(UTC))
     assert await outbox_store.backlog() == (0, None)
+
+
+class CountingConsumer:
+    """Stands in for SqsConsumer: counts receives, each answering at once
+    with no messages."""
+
+    def __init__(self) -> None:
+        self.receives = 0
+
+    async def receive(self, count: int, wait: int, visibility: int) -> list[Any]:
+        self.receives += 1
+        await asyncio.sleep(0.001)
+        return []
+
+    async def dead_letter_depth(self) -> int | None:
+        return None
+
+
+async def receives_in(pacer: Pacer | None, seconds: float) -> int:
+    consumer = CountingConsumer()
+    poller = SqsPoller(
+        consumer,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # no message ever reaches the agents
+        None,  # type: ignore[arg-type]
+        metrics=Metrics(process_metrics=False),
+        max_in_flight=10,
+        wait_seconds=0,
+        visibility_timeout_seconds=30,
+        pacer=pacer,
+    )
+    poller.start()
+    await asyncio.sleep(seconds)
+    await poller.drain()
+    return consumer.receives
+
+
+async def test_a_paced_poller_waits_for_the_pace_before_each_receive() -> None:
+    idle = Pacer(factor=1.25, floor_per_second=10)  # nothing arriving: no limit
+    unpaced = await receives_in(idle, 0.3)
+
+    busy = Pacer(factor=1.0, floor_per_second=1)
+    busy.arrived(40)  # 20 events a second over the window: 10 more every 0.5 s
+    paced = await receives_in(busy, 0.3)
+
+    assert unpaced >= 20  # an empty receive each millisecond or so
+    # An empty receive spends nothing, so one wait for the first batch of
+    # tokens (about 0.5 s) is all it takes: none within the 0.3 s.
+    assert paced == 0

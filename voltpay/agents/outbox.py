@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from voltpay.agents.pacing import Pacer
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome, SnsPublisher
 from voltpay.models import outbox as outbox_store
 from voltpay.models.tables import OutboxEvent
@@ -46,6 +47,7 @@ class OutboxRelay:
         parallel_batches: int = 4,
         room: Callable[[], Awaitable[int]] | None = None,
         on_published: Callable[[int], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._publisher = publisher
         self._metrics = metrics
@@ -56,6 +58,9 @@ class OutboxRelay:
         # How many more events the bus should take now (None: no limit).
         self._room = room
         self._on_published = on_published
+        # Paces the relay's own passes (not the final flush) while events arrive.
+        self._pacer = pacer
+        self._resume: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
         self._woken = 0
         self._batch_ready = asyncio.Event()
@@ -66,6 +71,8 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """A commit wrote outbox rows (one call per commit)."""
+        if self._pacer is not None:
+            self._pacer.arrived()
         self._woken += 1
         self._wakeup.set()
         if self._woken >= self._batch_size:
@@ -90,6 +97,9 @@ class OutboxRelay:
         claimed rows (or, on SQLite, the connection's lock) behind.
         """
         self._stopping = True
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         task, self._task = self._task, None
         if task is not None:
             self._wakeup.set()
@@ -111,7 +121,7 @@ class OutboxRelay:
             self._woken = 0
             self._batch_ready.clear()
             try:
-                await self.flush()
+                await self.flush(paced=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -119,16 +129,32 @@ class OutboxRelay:
                 self.stats.crashed(f"{type(exc).__name__}: {exc}")
                 self.stats.started()
 
-    async def flush(self) -> int:
-        """Publish everything due now; return how many rows went out."""
+    async def flush(self, *, paced: bool = False) -> int:
+        """Publish what is due now; return how many rows went out.
+
+        Unpaced (the final flush at shutdown), everything due; paced, only as
+        many as the pacer allows, the rest on a later pass.
+        """
         published = 0
+        pacer = self._pacer if paced else None
         while True:
             limit = self._batch_size * self._parallel
             if self._room is not None:
                 limit = min(limit, await self._room())
                 if limit <= 0:
                     break  # the bus is full: the consumer wakes us as it drains
+            if pacer is not None:
+                allowed = pacer.allowance(limit)
+                if allowed < limit:
+                    # Whole batches only: each PublishBatch costs about the
+                    # same CPU whether it carries one event or ten.
+                    limit = allowed - allowed % self._batch_size
+                    if limit <= 0:
+                        self._resume_in(pacer.delay(self._batch_size))
+                        break
             rows = await outbox_store.claim_due(limit)
+            if pacer is not None:
+                pacer.spend(len(rows))
             if not rows:
                 break
             batches = [
@@ -142,6 +168,15 @@ class OutboxRelay:
                 break
         await self._sample_backlog()
         return published
+
+    def _resume_in(self, seconds: float) -> None:
+        """Pass again once the pace allows a batch."""
+        if self._resume is None and not self._stopping:
+            self._resume = asyncio.get_running_loop().call_later(seconds, self._resumed)
+
+    def _resumed(self) -> None:
+        self._resume = None
+        self.wake_now()
 
     async def _publish(self, rows: Sequence[OutboxEvent]) -> int:
         self.stats.began()

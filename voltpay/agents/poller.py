@@ -16,6 +16,7 @@ from collections.abc import Callable
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.mailbox import Overloaded, Stopped
 from voltpay.agents.notifications import Disposition, NotificationsAgent
+from voltpay.agents.pacing import Pacer
 from voltpay.bridges.sqs import MAX_BATCH, ReceivedMessage, SqsConsumer
 from voltpay.domain.events import Event, MalformedEvent, parse_envelope
 from voltpay.observability.metrics import Metrics
@@ -24,6 +25,8 @@ log = logging.getLogger("voltpay.agents.poller")
 DEFER_SECONDS = 5
 DLQ_SAMPLE_SECONDS = 15.0
 RECEIVE_LINGER_SECONDS = 0.03
+# A paced wait gives up after this many looks (the pace itself changes).
+PACE_CHECKS = 10
 
 
 class SqsPoller:
@@ -42,6 +45,7 @@ class SqsPoller:
         delete_linger_seconds: float = 0.05,
         receive_linger_seconds: float = RECEIVE_LINGER_SECONDS,
         on_deleted: Callable[[int], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._consumer = consumer
         self._notifications = notifications
@@ -54,6 +58,7 @@ class SqsPoller:
         self._linger = delete_linger_seconds
         self._receive_linger = receive_linger_seconds
         self._on_deleted = on_deleted
+        self._pacer = pacer
         self._in_flight: dict[str, tuple[ReceivedMessage, float]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._to_delete: list[ReceivedMessage] = []
@@ -112,7 +117,11 @@ class SqsPoller:
                 await self._slots.acquire()
                 free += 1
             try:
+                if self._pacer is not None:
+                    await self._paced(free)
                 messages = await self._consumer.receive(free, self._wait, self._visibility)
+                if self._pacer is not None:
+                    self._pacer.spend(len(messages))
                 backoff = 0.5
             except asyncio.CancelledError:
                 self._release(free)
@@ -142,6 +151,14 @@ class SqsPoller:
                 # before the next call, so receives (each costly) carry closer
                 # to ten messages.
                 await asyncio.sleep(self._receive_linger)
+
+    async def _paced(self, count: int) -> None:
+        """Wait until the pace allows ``count`` more messages."""
+        assert self._pacer is not None
+        for _ in range(PACE_CHECKS):
+            if self._pacer.allowance(count) >= count:
+                return
+            await asyncio.sleep(self._pacer.delay(count))
 
     def _release(self, count: int) -> None:
         for _ in range(count):

@@ -95,6 +95,12 @@ class AgentSettings(BaseModel):
     bills_concurrency: int = Field(default=32, ge=1)
     wallets_concurrency: int = Field(default=16, ge=1)
     notifications_in_flight: int = Field(default=100, ge=1)
+    # While events keep being committed, the outbox relay and the SQS poller
+    # each take at most factor x that rate plus the floor (events a second),
+    # so that a backlog drains in the API's spare time; with nothing being
+    # committed they run at full speed.
+    drain_pace_factor: float = Field(default=1.25, ge=1.0)
+    drain_pace_floor: float = Field(default=50.0, gt=0)
 
 
 class ProviderSettings(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.notifications import NotificationsAgent
 from voltpay.agents.outbox import OutboxRelay
+from voltpay.agents.pacing import Pacer
 from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
@@ -95,6 +96,14 @@ class Pipeline:
         self.audit: AuditAgent | None = None
         self.endpoint_url: str | None = None
         self._window: BusWindow | None = None
+        agents = settings.agents
+        # One each: the relay and the poller each may take the paced rate.
+        self._relay_pacer = Pacer(
+            factor=agents.drain_pace_factor, floor_per_second=agents.drain_pace_floor
+        )
+        self._poller_pacer = Pacer(
+            factor=agents.drain_pace_factor, floor_per_second=agents.drain_pace_floor
+        )
 
     async def open(self) -> None:
         aws = self._settings.aws
@@ -131,6 +140,7 @@ class Pipeline:
             max_backoff_seconds=self._settings.outbox.max_backoff_seconds,
             room=self._window.room if self._window is not None else None,
             on_published=self._window.published if self._window is not None else None,
+            pacer=self._relay_pacer,
         )
 
     def build_agents(self, app: Any) -> None:
@@ -161,6 +171,7 @@ class Pipeline:
             wait_seconds=settings.aws.wait_time_seconds,
             visibility_timeout_seconds=settings.aws.visibility_timeout_seconds,
             on_deleted=self._deleted if self._window is not None else None,
+            pacer=self._poller_pacer,
             # The embedded bus holds at most a window of events, so a fuller
             # receive is not coming: waiting for one only stalls the window.
             receive_linger_seconds=(
@@ -178,6 +189,8 @@ class Pipeline:
             self.poller.start()
 
     def wake(self) -> None:
+        """A commit wrote events (one call per commit)."""
+        self._poller_pacer.arrived()
         if self.relay is not None:
             self.relay.wake()
 
