@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain-connections",
         type=int,
-        help="connections for the drain figure (default: the top level)",
+        help="connections for the drain figure (default 4: a load the pipeline keeps up with)",
     )
     parser.add_argument("--wrk-threads", type=int, help="wrk threads (default 1)")
     parser.add_argument(
