@@ -122,12 +122,6 @@ async def backlog() -> tuple[int, datetime | None]:
         "WHERE published_at IS NULL",
     )
     row = found[0]
-    return int(row["waiting"]), _moment(row["oldest"])
-
-
-def _moment(value: datetime | str | None) -> datetime | None:
-    """A timestamp as either database returns it from an aggregate."""
-    if value is None or isinstance(value, datetime):
-        return value
-    moment = datetime.fromisoformat(value)  # SQLite: the text Tortoise stored
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    # Converted as the model's own field converts it (SQLite returns text).
+    created_at = OutboxEvent._meta.fields_map["created_at"]
+    return int(row["waiting"]), created_at.to_python_value(row["oldest"])
