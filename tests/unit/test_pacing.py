@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voltpay.agents.pacing import BURST, WINDOW_SECONDS, Pacer
+from voltpay.agents.pacing import BURST, WINDOW_SECONDS, Arrivals, Pacer
 
 
 class Clock:
@@ -89,3 +89,17 @@ def test_once_events_stop_arriving_the_limit_goes() -> None:
 def test_a_factor_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Pacer(factor=0.9, floor_per_second=50)
+
+
+def test_pacers_sharing_arrivals_each_keep_their_own_allowance() -> None:
+    clock = Clock()
+    arrivals = Arrivals(clock)
+    relay = Pacer(factor=1.25, floor_per_second=50, arrivals=arrivals)
+    poller = Pacer(factor=1.25, floor_per_second=50, arrivals=arrivals)
+    for _ in range(100):  # 300 commits a second, counted once
+        arrivals.arrived(3)
+        clock.now += 0.01
+    assert relay.arrival_rate() == poller.arrival_rate() == arrivals.rate()
+    relay.spend(relay.allowance(10_000))
+    assert relay.allowance(10) == 0
+    assert poller.allowance(10) == 10  # the relay's spending is not the poller's

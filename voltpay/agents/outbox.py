@@ -71,8 +71,6 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """A commit wrote outbox rows (one call per commit)."""
-        if self._pacer is not None:
-            self._pacer.arrived()
         self._woken += 1
         self._wakeup.set()
         if self._woken >= self._batch_size:

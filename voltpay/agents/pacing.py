@@ -3,12 +3,13 @@
 The relay and the poller share the event loop (and the CPU) with the HTTP
 front. Draining a backlog at full speed (after an SNS outage, say) took most
 of it: measured at 4 connections, pay fell from about 280-400 to about 70
-req/s while 12,000 waiting events went out. A ``Pacer`` counts the events
-committed (one ``arrived()`` per commit that wrote events) and, while they
-keep coming, lets its user take at most ``factor`` times that rate plus
-``floor_per_second``; with nothing arriving, there is no limit. A backlog then
-drains in the API's spare time, at ``factor - 1`` times the arrival rate
-(plus the floor) while the API is busy, and at full speed once it is not.
+req/s while 12,000 waiting events went out. ``Arrivals`` counts the events
+committed (one ``arrived()`` per commit that wrote events); a ``Pacer`` reads
+that count (several pacers may share one) and, while events keep coming, lets
+its user take at most ``factor`` times their rate plus ``floor_per_second``;
+with nothing arriving, there is no limit. A backlog then drains in the API's
+spare time, at ``factor - 1`` times the arrival rate (plus the floor) while
+the API is busy, and at full speed once it is not.
 """
 
 from __future__ import annotations
@@ -29,26 +30,16 @@ IDLE_RATE = 1.0
 BURST = 20
 
 
-class Pacer:
-    def __init__(
-        self,
-        *,
-        factor: float,
-        floor_per_second: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if factor < 1:
-            raise ValueError("factor must be at least 1: the pipeline must keep up")
-        self._factor = factor
-        self._floor = floor_per_second
-        self._clock = clock
+class Arrivals:
+    """Events committed over the last window, counted once for every pacer."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._buckets: deque[list[float]] = deque()  # [bucket start, count]
-        self._tokens = 0.0
-        self._filled_at = clock()
 
     def arrived(self, count: int = 1) -> None:
         """``count`` events were committed just now."""
-        now = self._clock()
+        now = self.clock()
         start = now - now % BUCKET_SECONDS
         if self._buckets and self._buckets[-1][0] == start:
             self._buckets[-1][1] += count
@@ -56,11 +47,40 @@ class Pacer:
             self._buckets.append([start, float(count)])
             self._forget(now)
 
-    def arrival_rate(self) -> float:
+    def rate(self) -> float:
         """Events a second over the last window."""
-        now = self._clock()
-        self._forget(now)
+        self._forget(self.clock())
         return sum(count for _, count in self._buckets) / WINDOW_SECONDS
+
+    def _forget(self, now: float) -> None:
+        while self._buckets and self._buckets[0][0] <= now - WINDOW_SECONDS:
+            self._buckets.popleft()
+
+
+class Pacer:
+    def __init__(
+        self,
+        *,
+        factor: float,
+        floor_per_second: float,
+        arrivals: Arrivals | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Paced by ``arrivals`` (shared), or by arrivals of its own on ``clock``."""
+        if factor < 1:
+            raise ValueError("factor must be at least 1: the pipeline must keep up")
+        self._factor = factor
+        self._floor = floor_per_second
+        self._arrivals = arrivals if arrivals is not None else Arrivals(clock)
+        self._clock = self._arrivals.clock
+        self._tokens = 0.0
+        self._filled_at = self._clock()
+
+    def arrived(self, count: int = 1) -> None:
+        self._arrivals.arrived(count)
+
+    def arrival_rate(self) -> float:
+        return self._arrivals.rate()
 
     def allowance(self, wanted: int) -> int:
         """How many of ``wanted`` events may be taken now (all of them when
@@ -93,7 +113,3 @@ class Pacer:
         pace = self._pace(rate)
         self._tokens = min(float(BURST), self._tokens + pace * (now - self._filled_at))
         self._filled_at = now
-
-    def _forget(self, now: float) -> None:
-        while self._buckets and self._buckets[0][0] <= now - WINDOW_SECONDS:
-            self._buckets.popleft()

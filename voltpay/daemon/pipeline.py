@@ -14,7 +14,7 @@ from typing import Any
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.notifications import NotificationsAgent
 from voltpay.agents.outbox import OutboxRelay
-from voltpay.agents.pacing import Pacer
+from voltpay.agents.pacing import Arrivals, Pacer
 from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
@@ -96,14 +96,19 @@ class Pipeline:
         self.audit: AuditAgent | None = None
         self.endpoint_url: str | None = None
         self._window: BusWindow | None = None
-        agents = settings.agents
-        # One each: the relay and the poller each may take the paced rate.
-        self._relay_pacer = Pacer(
-            factor=agents.drain_pace_factor, floor_per_second=agents.drain_pace_floor
-        )
-        self._poller_pacer = Pacer(
-            factor=agents.drain_pace_factor, floor_per_second=agents.drain_pace_floor
-        )
+        # The commits are counted once; the relay and the poller each may
+        # take the paced rate of them.
+        self._arrivals = Arrivals()
+
+        def pacer() -> Pacer:
+            return Pacer(
+                factor=settings.agents.drain_pace_factor,
+                floor_per_second=settings.agents.drain_pace_floor,
+                arrivals=self._arrivals,
+            )
+
+        self._relay_pacer = pacer()
+        self._poller_pacer = pacer()
 
     async def open(self) -> None:
         aws = self._settings.aws
@@ -190,7 +195,7 @@ class Pipeline:
 
     def wake(self) -> None:
         """A commit wrote events (one call per commit)."""
-        self._poller_pacer.arrived()
+        self._arrivals.arrived()
         if self.relay is not None:
             self.relay.wake()
 
