@@ -67,11 +67,16 @@ OUTBOX_COLUMNS = "event_id, event_type, body, created_at, attempts, next_attempt
 
 
 def _completed_event(
-    bill_id: uuid.UUID, user_id: Any, wallet_id: Any, started: Any, balance: int, moment: datetime
+    bill_id: uuid.UUID,
+    user_id: Any,
+    wallet_id: Any,
+    started: Any,
+    balance: int,
+    receipt: str,
+    moment: datetime,
 ) -> tuple[uuid.UUID, bytes]:
     """The id and body of the payment_completed row, as voltpay writes it."""
     event_id = uuid.uuid4()
-    receipt = f"CEIL-{bill_id.hex[:12]}"
     body = {
         "eventId": str(event_id),
         "type": "payment_completed",
@@ -172,15 +177,16 @@ class PostgresPay:
                     self.LEDGER, uuid.uuid4(), wallet_id, -amount, balance, bill_id, now
                 )
             paid_at = datetime.now(UTC)
+            receipt = f"CEIL-{bill_id.hex[:12]}"
             event_id, body = _completed_event(
-                bill_id, user_id, wallet_id, started, balance, paid_at
+                bill_id, user_id, wallet_id, started, balance, receipt, paid_at
             )
             row = await conn.fetchrow(
                 self.PAID,
                 bill_id,
                 TOKEN,
                 UNITS,
-                f"CEIL-{bill_id.hex[:12]}",
+                receipt,
                 paid_at,
                 event_id,
                 body.decode(),
@@ -267,7 +273,10 @@ class SqlitePay:
             await self._writer.execute("COMMIT")
             moment = datetime.now(UTC)
             paid_at = self._ts(moment)
-            event_id, body = _completed_event(bill_id, user_id, wallet_id, started, balance, moment)
+            receipt = f"CEIL-{bill_id.hex[:12]}"
+            event_id, body = _completed_event(
+                bill_id, user_id, wallet_id, started, balance, receipt, moment
+            )
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 row = await self._one(
@@ -275,7 +284,7 @@ class SqlitePay:
                     self.PAID,
                     TOKEN,
                     UNITS,
-                    f"CEIL-{bill_id.hex[:12]}",
+                    receipt,
                     paid_at,
                     paid_at,
                     bill,
