@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import re
 import uuid
@@ -236,6 +237,17 @@ class SqlitePay:
         rows = list(await conn.execute_fetchall(sql, args))
         return rows[0] if rows else None
 
+    @contextlib.asynccontextmanager
+    async def _immediate(self) -> AsyncIterator[None]:
+        """One write transaction on the writer: committed, or rolled back on any error."""
+        await self._writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self._writer.execute("ROLLBACK")
+            raise
+        await self._writer.execute("COMMIT")
+
     async def pay(self, digest: str, bill_id: uuid.UUID) -> dict[str, Any]:
         now = self._ts(datetime.now(UTC))
         session = await self._one(self._reader, self.SESSION, digest, now)
@@ -244,8 +256,7 @@ class SqlitePay:
         user_id, wallet_id = session[0], session[1]
         bill = str(bill_id)
         async with self._turn:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._immediate():
                 started = await self._one(
                     self._writer,
                     self.START,
@@ -267,18 +278,13 @@ class SqlitePay:
                 await self._writer.execute(
                     self.LEDGER, (str(uuid.uuid4()), wallet_id, -amount, balance, bill, now)
                 )
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
             moment = datetime.now(UTC)
             paid_at = self._ts(moment)
             receipt = f"CEIL-{bill_id.hex[:12]}"
             event_id, body = _completed_event(
                 bill_id, user_id, wallet_id, started, balance, receipt, moment
             )
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
+            async with self._immediate():
                 row = await self._one(
                     self._writer,
                     self.PAID,
@@ -293,10 +299,6 @@ class SqlitePay:
                     await self._writer.execute(
                         self.OUTBOX, (str(event_id), body.decode(), paid_at, paid_at)
                     )
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
         return _bill_view(row, balance)
 
     async def close(self) -> None:
