@@ -17,6 +17,7 @@ import pytest
 from tortoise.transactions import in_transaction
 
 from tests.client import Api, Customer, eventually
+from tests.fakes.clock import Clock
 from tests.fakes.recording_sms import RecordingSmsSender
 from tests.integration.conftest import delivered, outbox_event_ids, queue_depth
 from voltpay.agents.outbox import OutboxRelay
@@ -306,6 +307,7 @@ def relay_with(
     batch_size: int = 10,
     parallel_batches: int = 4,
     max_backoff_seconds: float = 60.0,
+    pacer: Pacer | None = None,
 ) -> OutboxRelay:
     return OutboxRelay(
         publisher,  # type: ignore[arg-type]
@@ -314,6 +316,7 @@ def relay_with(
         batch_size=batch_size,
         max_backoff_seconds=max_backoff_seconds,
         parallel_batches=parallel_batches,
+        pacer=pacer,
     )
 
 
@@ -433,14 +436,6 @@ async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database
     assert not await OutboxEvent.filter(published_at__isnull=True).exists()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) -> None:
     event_ids = await add_outbox_rows(45)
     clock = Clock()
@@ -450,12 +445,7 @@ async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) 
         clock.now += 0.01
     pacer.spend(pacer.allowance(1000))
     publisher = FakePublisher()
-    relay = OutboxRelay(
-        publisher,  # type: ignore[arg-type]
-        metrics=Metrics(process_metrics=False),
-        interval_seconds=60.0,
-        pacer=pacer,
-    )
+    relay = relay_with(publisher, pacer=pacer)
 
     # Nothing saved up: the paced pass publishes nothing (and sets itself a
     # timer for the next batch).

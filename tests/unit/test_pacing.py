@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes.clock import Clock
 from voltpay.agents.pacing import BURST, WINDOW_SECONDS, Arrivals, Pacer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def arrive(pacer: Pacer, clock: Clock, per_second: int, seconds: float) -> None:
