@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -198,6 +199,20 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the HTTP listener has no address")
 
 
+def settle_heap() -> None:
+    """Collect start-up garbage, then move every object alive now out of the
+    collector's reach.
+
+    What start-up builds (modules, AWS service models, the ORM's and the
+    actors' objects) lives as long as the process, yet each full collection
+    walked all of it: under pay load such a pass held the event loop for
+    70-140 ms, every in-flight request with it. Frozen, they are never
+    walked again; full passes walk only what came later.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, **collaborators: Any) -> int:
     """Run until SIGTERM or SIGINT, then drain; a second signal exits at once."""
     daemon = Daemon(settings, **collaborators)
@@ -215,6 +230,7 @@ async def serve(settings: Settings, **collaborators: Any) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await daemon.start()
+        settle_heap()
         await stop.wait()
     finally:
         try:
