@@ -571,10 +571,33 @@ async def test_operations_endpoints(api: Api) -> None:
     assert static.status == 200
     echoed = await api.call("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["X-Request-ID"] == "abc-123"
-    generated = await api.call("GET", "/healthz")
-    assert len(generated.headers["X-Request-ID"]) >= 16
+    generated = [(await api.call("GET", "/healthz")).headers["X-Request-ID"] for _ in range(2)]
+    assert generated[0] != generated[1]
+    assert all(re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", made) for made in generated), generated
     assert_problem(await api.call("GET", "/nowhere"), 404, "not_found")
     assert_problem(await api.call("DELETE", "/healthz"), 405, "method_not_allowed")
+
+
+async def test_unmatched_paths_and_methods_are_problems(api: Api) -> None:
+    who = await api.customer()
+    for path in ("/nowhere", "/healthz/deeper", "/docs/static/missing.js", "/docs/static/"):
+        missing = await api.call("GET", path)
+        assert_problem(missing, 404, "not_found")
+        assert missing.headers["X-Request-ID"]
+    # A name from the URL never reaches the file system unchecked.
+    for escape in ("/docs/static/..%2F__init__.py", "/docs/static/%2E%2E%2F__init__.py"):
+        assert_problem(await api.call("GET", escape), 404, "not_found")
+    not_allowed = await api.call("PUT", f"/api/wallets/{who.wallet_id}", customer=who)
+    assert_problem(not_allowed, 405, "method_not_allowed")
+    assert set(not_allowed.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert_problem(await api.call("POST", "/readyz"), 405, "method_not_allowed")
+    # Under /api/ a path is authenticated before it is found missing, as a
+    # route's would be.
+    assert_problem(await api.call("GET", "/api/nowhere"), 401, "unauthorized")
+    assert_problem(await api.call("GET", "/api/nowhere", customer=who), 404, "not_found")
+    metrics = (await api.call("GET", "/metrics")).raw.decode()
+    assert 'route="unmatched",status="404"' in metrics
+    assert 'method="PUT",route="unmatched",status="405"' in metrics
 
 
 async def test_openapi_documents_every_route(api: Api) -> None:

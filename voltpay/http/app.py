@@ -8,10 +8,9 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
@@ -39,55 +38,88 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}-{next(_request_numbers):x}"
 
 
-def _front(http: HttpStats) -> Middleware:
-    templates: dict[object, str] = {}
+class Front:
+    """Request id, problem responses, access log line, HTTP metrics and, for
+    /api/ routes, authentication and idempotency, wrapped around each route's
+    handler as the route is added.
 
-    def route_template(request: web.Request) -> str:
-        route = request.match_info.route
-        template = templates.get(route)
-        if template is None:
-            resource = route.resource
-            template = resource.canonical if resource is not None else "unmatched"
-            templates[route] = template
-        return template
+    Not an aiohttp middleware: any middleware makes aiohttp run a second one
+    of its own on every request, and the route's template and whether it is
+    an /api/ route are known once, when the route is added, not looked up per
+    request. Unmatched paths reach a catch-all route wrapped the same way.
+    """
 
-    @web.middleware
-    async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Request id, problem responses, access log line, HTTP metrics and,
-        for /api/ routes, authentication and idempotency: one layer, since
-        every request passes it and each layer costs every request."""
-        incoming = request.headers.get("X-Request-ID")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else _new_request_id()
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status = 500
-        try:
+    def __init__(self, http: HttpStats) -> None:
+        self._http = http
+
+    def wrap(self, handler: Handler, template: str) -> Handler:
+        http = self._http
+        api = template.startswith("/api/")
+        unmatched = template == UNMATCHED
+
+        async def front(request: web.Request) -> web.StreamResponse:
+            incoming = request.headers.get("X-Request-ID")
+            request_id = incoming if incoming and _REQUEST_ID.match(incoming) else _new_request_id()
+            token = request_id_var.set(request_id)
+            started = time.perf_counter()
+            status = 500
             try:
-                if request.path.startswith("/api/"):
-                    response = await _api(request, handler)
-                else:
-                    response = await handler(request)
-            except Exception as exc:
-                response = _problem_response(request, exc)
-            status = response.status
-            response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(request)
-            http.record(route, request.method, status, elapsed)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s -> %s in %.1f ms",
-                    request.method,
-                    route,
-                    status,
-                    elapsed * 1000,
-                    extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
-                )
-            request_id_var.reset(token)
+                try:
+                    if api or (unmatched and request.path.startswith("/api/")):
+                        response = await _api(request, handler)
+                    else:
+                        response = await handler(request)
+                except Exception as exc:
+                    response = _problem_response(request, exc)
+                status = response.status
+                response.headers["X-Request-ID"] = request_id
+                return response
+            finally:
+                elapsed = time.perf_counter() - started
+                http.record(template, request.method, status, elapsed)
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "%s %s -> %s in %.1f ms",
+                        request.method,
+                        template,
+                        status,
+                        elapsed * 1000,
+                        extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+                    )
+                request_id_var.reset(token)
 
-    return front
+        return front
+
+    def add_routes(self, app: web.Application, routes: Iterable[web.AbstractRouteDef]) -> None:
+        """Each route with its path as the metrics' route template (no path of
+        ours has a regular expression in it)."""
+        for route in routes:
+            if not isinstance(route, web.RouteDef):
+                raise TypeError(f"only plain routes are wrapped, not {route!r}")
+            wrapped = web.RouteDef(
+                route.method, route.path, self.wrap(route.handler, route.path), route.kwargs
+            )
+            wrapped.register(app.router)
+
+    def add_catch_all(self, app: web.Application) -> None:
+        """Last, at the root of the path index: paths no route matches."""
+        app.router.add_route("*", "/{path:.*}", self.wrap(_unmatched, UNMATCHED))
+
+
+UNMATCHED = "unmatched"
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """404, or 405 with Allow when another route serves the path."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        _, methods = await resource.resolve(request)
+        allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
 
 
 def _problem_response(request: web.Request, error: Exception) -> web.StreamResponse:
@@ -224,13 +256,12 @@ async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def create_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[_front(services.metrics.http)],
         client_max_size=services.settings.http.max_body_bytes,
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = services
-    app.add_routes(users.routes)
-    app.add_routes(money.routes)
-    app.add_routes(operations.routes)
-    operations.add_docs(app)
+    front = Front(services.metrics.http)
+    for routes in (users.routes, money.routes, operations.routes):
+        front.add_routes(app, routes)
+    front.add_catch_all(app)
     return app

@@ -16,6 +16,9 @@ from voltpay.models.tables import Notification
 
 routes = web.RouteTableDef()
 _SWAGGER_STATIC = Path(swagger_ui.__file__).parent / "static"
+# The files, named once: a name from the URL is looked up here, never joined
+# to the folder unchecked.
+_SWAGGER_FILES = {p.name: p for p in _SWAGGER_STATIC.iterdir() if p.is_file()}
 _DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>voltpay API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
@@ -76,5 +79,9 @@ async def docs(request: web.Request) -> web.Response:
     return web.Response(text=_DOCS_PAGE, content_type="text/html")
 
 
-def add_docs(app: web.Application) -> None:
-    app.router.add_static("/docs/static", _SWAGGER_STATIC, name="docs-static")
+@routes.get("/docs/static/{name}")
+async def docs_static(request: web.Request) -> web.StreamResponse:
+    found = _SWAGGER_FILES.get(request.match_info["name"])
+    if found is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(found)

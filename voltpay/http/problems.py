@@ -12,7 +12,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 class Problem(Exception):
-    """Raised anywhere below a handler; the error middleware renders it."""
+    """Raised anywhere below a handler; the front renders it."""
 
     def __init__(
         self,
