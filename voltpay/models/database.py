@@ -14,6 +14,7 @@ from tortoise.migrations.api import migrate
 APP_LABEL = "models"
 MODEL_MODULES = ["voltpay.models.tables"]
 MIGRATIONS_MODULE = "voltpay.models.migrations"
+SQLITE_ENGINE = "voltpay.models.sqlite_engine"
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
 
 
@@ -28,6 +29,7 @@ def tortoise_config(url: str, *, pool_max_size: int = 10) -> dict[str, Any]:
     connection = expand_db_url(url.replace("postgresql://", "postgres://", 1))
     credentials: dict[str, Any] = connection["credentials"]
     if urlsplit(url).scheme == "sqlite":
+        connection["engine"] = SQLITE_ENGINE
         for pragma, value in _SQLITE_PRAGMAS.items():
             credentials.setdefault(pragma, value)
     else:
@@ -80,7 +82,7 @@ async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: boo
     _ensure_sqlite_folder(url)
     config = tortoise_config(url, pool_max_size=pool_max_size)
     connection = config["connections"]["default"]
-    if connection["engine"] != "tortoise.backends.sqlite":
+    if connection["engine"] != SQLITE_ENGINE:
         connection["credentials"]["reset"] = _light_reset
     await Tortoise.init(config=config)
 
