@@ -47,10 +47,6 @@ class BenchConfig:
         """All rounds at the highest level, one elsewhere (to keep the run short)."""
         return self.rounds if connections == self.top_connections else 1
 
-    @property
-    def drain_level(self) -> int:
-        return self.drain_connections
-
     def wants(self, part: str) -> bool:
         return part in self.only
 

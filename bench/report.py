@@ -355,7 +355,7 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
     ]
     if results.drain:
         out += [
-            f"## Pay while the pipeline drains ({config.drain_level} connections, "
+            f"## Pay while the pipeline drains ({config.drain_connections} connections, "
             f"{config.drain_database})",
             "",
             *drain_table(results),

@@ -732,7 +732,7 @@ class Bench:
         self, voltpay: Service, database: str, db: BenchDb, quiet: Callable[[], Awaitable[None]]
     ) -> None:
         config = self.config
-        connections = config.drain_level
+        connections = config.drain_connections
         for number in range(config.drain_rounds):
             for state in ("idle", "draining"):
                 await quiet()
