@@ -3,6 +3,7 @@ finds the bill already moved on does nothing, so every step is safe to retry."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,8 @@ from tortoise.transactions import in_transaction
 from voltpay.domain.bills import BillStatus, check_payable
 from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
-from voltpay.models import sql, wallets
-from voltpay.models.outbox import OUTBOX_INSERT, outbox_values, record_event
+from voltpay.models import sql, sqlite_engine, wallets
+from voltpay.models.outbox import OUTBOX_INSERT, OUTBOX_ROW, outbox_values, record_event
 from voltpay.models.tables import Bill
 
 
@@ -107,36 +108,71 @@ async def start_payment(
     InsufficientFunds or WalletNotFound; in every failing case nothing is
     written.
     """
-    moment = now or datetime.now(UTC)
-    request_id = uuid.uuid4().hex
+    start = _Start(bill_id, owner_id, wallet_id, uuid.uuid4().hex, now or datetime.now(UTC))
     conn = connections.get("default")
-    if not sql.is_sqlite(conn):
-        return await _start_in_one_statement(conn, bill_id, owner_id, wallet_id, request_id, moment)
-    async with in_transaction() as conn:
-        moved = await sql.models(
-            conn,
-            Bill,
-            "UPDATE bills SET status = $1, wallet_id = $2, vend_request_id = $3, "
-            "processing_since = $4, updated_at = $5 "
-            "WHERE id = $6 AND user_id = $7 AND status = $8 AND expires_at > $9 RETURNING *",
-            BillStatus.PROCESSING.value,
-            wallet_id,
-            request_id,
-            moment,
-            moment,
-            bill_id,
-            owner_id,
-            BillStatus.PENDING.value,
-            moment,
+    if sql.is_sqlite(conn):
+        return await _start_on_sqlite(sqlite_engine.own_client(conn), start)
+    return await _start_in_one_statement(conn, start)
+
+
+@dataclass(frozen=True)
+class _Start:
+    bill_id: uuid.UUID
+    owner_id: uuid.UUID
+    wallet_id: uuid.UUID
+    request_id: str
+    moment: datetime
+
+
+_START_PENDING = (
+    "UPDATE bills SET status = $1, wallet_id = $2, vend_request_id = $3, "
+    "processing_since = $4, updated_at = $5 "
+    "WHERE id = $6 AND user_id = $7 AND status = $8 AND expires_at > $9 RETURNING *"
+)
+
+
+class _NotPending(Exception):
+    """The bill did not move to processing; nothing was written."""
+
+
+async def _start_on_sqlite(conn: sqlite_engine.Client, start: _Start) -> PaymentStarted:
+    """SQLite: the bill's move, the conditional debit and its ledger row in one
+    transaction that runs whole in the connection's thread (one trip instead
+    of five). The single writer serializes it against every other write."""
+    move = sql.for_sqlite(
+        _START_PENDING,
+        BillStatus.PROCESSING.value,
+        start.wallet_id,
+        start.request_id,
+        start.moment,
+        start.moment,
+        start.bill_id,
+        start.owner_id,
+        BillStatus.PENDING.value,
+        start.moment,
+    )
+
+    def begin(db: sqlite3.Connection) -> tuple[dict[str, Any], int]:
+        moved = db.execute(*move).fetchone()
+        if moved is None:
+            raise _NotPending
+        row = dict(moved)
+        debited = wallets.debit_in_sqlite(
+            db,
+            start.wallet_id,
+            start.owner_id,
+            int(row["amount_minor"]),
+            start.moment,
+            bill_id=start.bill_id,
         )
-        if not moved:
-            await _payable_bill(conn, bill_id, owner_id, moment)
-            raise RuntimeError("bill did not move although it is payable")  # pragma: no cover
-        bill = moved[0]
-        movement = await wallets.debit(
-            conn, wallet_id, owner_id, bill.amount_minor, moment, bill_id=bill_id
-        )
-    return PaymentStarted(bill, request_id, movement.balance_after_minor)
+        return row, debited.balance_after_minor
+
+    try:
+        row, balance = await conn.run_transaction(begin)
+    except _NotPending:
+        await _payable_bill(conn, start.bill_id, start.owner_id, start.moment)
+        raise RuntimeError("bill did not move although it is payable") from None  # pragma: no cover
+    return PaymentStarted(Bill._init_from_db(**row), start.request_id, balance)
 
 
 async def _payable_bill(
@@ -178,14 +214,9 @@ _START_IN_ONE = (
 )
 
 
-async def _start_in_one_statement(
-    conn: BaseDBAsyncClient,
-    bill_id: uuid.UUID,
-    owner_id: uuid.UUID,
-    wallet_id: uuid.UUID,
-    request_id: str,
-    moment: datetime,
-) -> PaymentStarted:
+async def _start_in_one_statement(conn: BaseDBAsyncClient, start: _Start) -> PaymentStarted:
+    bill_id, owner_id, wallet_id = start.bill_id, start.owner_id, start.wallet_id
+    request_id, moment = start.request_id, start.moment
     for _ in range(_START_ATTEMPTS):
         found = await sql.rows(
             conn,
@@ -268,11 +299,16 @@ async def complete_payment(
     )
     paid = {"token": token, "units": str(units), "receiptNumber": receipt_number}
     conn = connections.get("default")
-    if bill is not None and wallet_balance_minor is not None and not sql.is_sqlite(conn):
+    if bill is not None and wallet_balance_minor is not None:
         event = new_event("payment_completed", _paid_data(bill, wallet_balance_minor, paid), moment)
-        moved = await sql.models(
-            conn, Bill, _COMPLETE_WITH_EVENT, *values, *outbox_values(event, moment)
-        )
+        if sql.is_sqlite(conn):
+            moved = await _complete_on_sqlite(
+                sqlite_engine.own_client(conn), values, outbox_values(event, moment)
+            )
+        else:
+            moved = await sql.models(
+                conn, Bill, _COMPLETE_WITH_EVENT, *values, *outbox_values(event, moment)
+            )
         if not moved:
             return Settled(await Bill.get(id=bill_id), None, None)
         return Settled(moved[0], wallet_balance_minor, event)
@@ -287,6 +323,25 @@ async def complete_payment(
         data = _paid_data(settled_bill, balance, paid)
         event = await record_event(conn, "payment_completed", data, moment)
     return Settled(settled_bill, balance, event)
+
+
+async def _complete_on_sqlite(
+    conn: sqlite_engine.Client, values: tuple[Any, ...], event_values: tuple[Any, ...]
+) -> list[Bill]:
+    """SQLite: the update and its outbox row in one transaction that runs whole
+    in the connection's thread (one trip instead of four)."""
+    move = sql.for_sqlite(_COMPLETE, *values)
+    event = sql.for_sqlite(OUTBOX_ROW, *event_values)
+
+    def complete(db: sqlite3.Connection) -> dict[str, Any] | None:
+        moved = db.execute(*move).fetchone()
+        if moved is None:
+            return None
+        db.execute(*event)
+        return dict(moved)
+
+    row = await conn.run_transaction(complete)
+    return [] if row is None else [Bill._init_from_db(**row)]
 
 
 def _paid_data(bill: Bill, balance: int | None, paid: dict[str, str]) -> dict[str, Any]:

@@ -20,9 +20,7 @@ async def record_event(
     conn: BaseDBAsyncClient, type_: EventType, data: dict[str, Any], now: datetime
 ) -> Event:
     event = new_event(type_, data, now)
-    await sql.execute(
-        conn, OUTBOX_INSERT + " VALUES ($1, $2, $3, $4, 0, $5)", *outbox_values(event, now)
-    )
+    await sql.execute(conn, OUTBOX_ROW, *outbox_values(event, now))
     return event
 
 
@@ -31,6 +29,7 @@ async def record_event(
 OUTBOX_INSERT = (
     "INSERT INTO outbox (event_id, event_type, body, created_at, attempts, next_attempt_at)"
 )
+OUTBOX_ROW = OUTBOX_INSERT + " VALUES ($1, $2, $3, $4, 0, $5)"
 
 
 def outbox_values(event: Event, now: datetime) -> tuple[Any, ...]:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
+from voltpay.models import sqlite_engine
+
 M = TypeVar("M", bound=Model)
 _PLACEHOLDER = re.compile(r"\$\d+")
 
@@ -53,6 +55,12 @@ def _param(value: Any, sqlite: bool) -> Any:
     return value
 
 
+def for_sqlite(sql: str, *values: Any) -> tuple[str, list[Any]]:
+    """The statement and its parameters as the ``sqlite3`` module takes them,
+    for a transaction run in the connection's thread (``Client.run_transaction``)."""
+    return _for_sqlite(sql), [_param(v, True) for v in values]
+
+
 def _prepare(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     sqlite = is_sqlite(conn)
     return (_for_sqlite(sql) if sqlite else sql), [_param(v, sqlite) for v in values]
@@ -60,6 +68,15 @@ def _prepare(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> tuple[
 
 async def rows(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
     query, params = _prepare(conn, sql, values)
+    return list(await conn.execute_query_dict(query, params))
+
+
+async def read(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
+    """``rows`` of a query that only reads. On SQLite it is queued back to back
+    with whole transactions instead of waiting its turn on the event loop."""
+    query, params = _prepare(conn, sql, values)
+    if isinstance(conn, sqlite_engine.Client):
+        return await conn.read(query, params)
     return list(await conn.execute_query_dict(query, params))
 
 

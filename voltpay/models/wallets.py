@@ -4,6 +4,7 @@ the ledger and never drops below zero, whatever runs concurrently."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ class Movement:
     balance_after_minor: int
 
 
+_LEDGER_ROW = (
+    "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
+    "bill_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_DEBIT = (
+    "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
+    "WHERE id = $3 AND user_id = $4 AND balance_minor >= $5 RETURNING balance_minor"
+)
+_OWNED = "SELECT 1 FROM wallets WHERE id = $1 AND user_id = $2"
+
+
 async def _balance(conn: BaseDBAsyncClient, wallet_id: uuid.UUID) -> int:
     wallet = await Wallet.get(id=wallet_id, using_db=conn)
     return int(wallet.balance_minor)
@@ -52,8 +64,7 @@ async def _write_entry(
     entry_id = uuid.uuid4()
     await sql.execute(
         conn,
-        "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
-        "bill_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        _LEDGER_ROW,
         entry_id,
         wallet_id,
         kind,
@@ -102,8 +113,8 @@ async def credit(
     return await _write_entry(conn, wallet_id, kind, amount_minor, balance, bill_id, now)
 
 
-async def debit(
-    conn: BaseDBAsyncClient,
+def debit_in_sqlite(
+    db: sqlite3.Connection,
     wallet_id: uuid.UUID,
     owner_id: uuid.UUID,
     amount_minor: int,
@@ -111,25 +122,27 @@ async def debit(
     *,
     bill_id: uuid.UUID | None,
 ) -> Movement:
-    """The conditional debit: it cannot take the balance below zero."""
+    """The conditional debit, which cannot take the balance below zero, and its
+    ledger row, inside a transaction that runs whole in the SQLite connection's
+    thread (``Client.run_transaction``). PostgreSQL does the same in one
+    statement (``bills._START_IN_ONE``)."""
     if amount_minor <= 0:
         raise ValueError("a debit must be positive")
-    changed = await sql.rows(
-        conn,
-        "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
-        "WHERE id = $3 AND user_id = $4 AND balance_minor >= $5 RETURNING balance_minor",
-        amount_minor,
-        now,
-        wallet_id,
-        owner_id,
-        amount_minor,
-    )
-    if len(changed) != 1:
-        if await Wallet.filter(id=wallet_id, user_id=owner_id).using_db(conn).exists():
+    changed = db.execute(
+        *sql.for_sqlite(_DEBIT, amount_minor, now, wallet_id, owner_id, amount_minor)
+    ).fetchone()
+    if changed is None:
+        if db.execute(*sql.for_sqlite(_OWNED, wallet_id, owner_id)).fetchone() is not None:
             raise InsufficientFunds(str(wallet_id))
         raise WalletNotFound(str(wallet_id))
-    balance = int(changed[0]["balance_minor"])
-    return await _write_entry(conn, wallet_id, DEBIT, -amount_minor, balance, bill_id, now)
+    balance = int(changed[0])
+    entry_id = uuid.uuid4()
+    db.execute(
+        *sql.for_sqlite(
+            _LEDGER_ROW, entry_id, wallet_id, DEBIT, -amount_minor, balance, bill_id, now
+        )
+    )
+    return Movement(entry_id, wallet_id, balance)
 
 
 async def owned_wallet(wallet_id: uuid.UUID, owner_id: uuid.UUID) -> Wallet:
