@@ -50,8 +50,8 @@ def rfc3339(moment: datetime) -> str:
     """UTC with milliseconds and a Z, the one time format of the API."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is about four times cheaper than strftime; it ends "+00:00".
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class MalformedEvent(ValueError):
