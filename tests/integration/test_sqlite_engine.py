@@ -203,16 +203,24 @@ async def test_tortoise_statements_wait_for_the_queued_transactions(client: Clie
 
         await client.run_transaction(work)
 
-    async def counted(n: int) -> int:
+    async def counted_by_tortoise(n: int) -> int:
+        changed, _ = await client.execute_query(
+            "UPDATE login_failures SET failed_at = ? WHERE username = ?",
+            [f"2026-01-02 00:00:{n:02d}+00:00", "target"],
+        )
+        return changed
+
+    async def counted_in_turn(n: int) -> int:
         return await sql.execute(
             client,
             "UPDATE login_failures SET failed_at = $1 WHERE username = $2",
-            f"2026-01-02 00:00:{n:02d}+00:00",
+            f"2026-01-03 00:00:{n:02d}+00:00",
             "target",
         )
 
-    outcomes = await asyncio.gather(*(f(n) for n in range(30) for f in (queued, counted)))
-    assert [changed for changed in outcomes if changed is not None] == [1] * 30
+    sides = (queued, counted_by_tortoise, counted_in_turn)
+    outcomes = await asyncio.gather(*(side(n) for n in range(30) for side in sides))
+    assert [changed for changed in outcomes if changed is not None] == [1] * 60
     assert len(await usernames(client)) == 1 + 30 * 5
 
 
@@ -222,9 +230,9 @@ async def test_a_read_sees_what_was_queued_before_it(client: Client) -> None:
 
     writing = asyncio.ensure_future(client.run_transaction(work))
     await asyncio.sleep(0)  # queued, perhaps not yet run
-    rows = await client.read("SELECT username FROM login_failures", [])
+    found = await sql.rows(client, "SELECT username FROM login_failures")
     await writing
-    assert rows == [{"username": "queued"}]
+    assert found == [{"username": "queued"}]
 
 
 async def test_a_caller_that_gives_up_leaves_the_transaction_to_finish(client: Client) -> None:
@@ -243,10 +251,10 @@ async def test_a_caller_that_gives_up_leaves_the_transaction_to_finish(client: C
         await caller
     # A Tortoise statement waits for the transaction, which commits.
     counting = asyncio.ensure_future(
-        sql.execute(client, "UPDATE login_failures SET failed_at = failed_at")
+        client.execute_query("UPDATE login_failures SET failed_at = failed_at")
     )
     await asyncio.sleep(0.05)
     assert not counting.done()
     release.set()
-    assert await counting == 1
+    assert (await counting)[0] == 1
     assert await usernames(client) == ["slow"]

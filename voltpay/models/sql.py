@@ -68,20 +68,17 @@ def _prepare(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> tuple[
 
 async def rows(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
     query, params = _prepare(conn, sql, values)
-    return list(await conn.execute_query_dict(query, params))
-
-
-async def read(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
-    """``rows`` of a query that only reads. On SQLite it is queued back to back
-    with whole transactions instead of waiting its turn on the event loop."""
-    query, params = _prepare(conn, sql, values)
     if isinstance(conn, sqlite_engine.Client):
-        return await conn.read(query, params)
+        _, found = await conn.run_statement(query, params)
+        return found
     return list(await conn.execute_query_dict(query, params))
 
 
 async def execute(conn: BaseDBAsyncClient, sql: str, *values: Any) -> int:
     query, params = _prepare(conn, sql, values)
+    if isinstance(conn, sqlite_engine.Client):
+        changed, _ = await conn.run_statement(query, params)
+        return changed
     changed, _ = await conn.execute_query(query, params)
     return int(changed)
 

@@ -4,14 +4,18 @@ round trips per transaction.
 Every statement Tortoise runs on SQLite is a trip to the connection's own
 thread and back to the event loop, made under the lock that serializes every
 statement of the process; while one transaction holds that lock, no other
-statement runs. Two things cut the trips:
+statement runs. What this engine changes:
 
 - Tortoise's transactions start with a COMMIT, in case one is still open, and
   then BEGIN. The connection knows whether a transaction is open, so the
   COMMIT is sent only when one is.
 - ``Client.run_transaction`` runs a whole transaction, written as a plain
   function of the ``sqlite3`` connection, in the connection's thread: one trip
-  for BEGIN, its statements and COMMIT. The payment's two transactions use it.
+  for BEGIN, its statements and COMMIT. The payment's two transactions use it;
+  ``Client.run_statement`` does the same for one statement outside a
+  transaction (every ``sql.rows`` and ``sql.execute`` not inside one).
+- Such calls are queued back to back, holding the lock only while queued
+  (``_Turns``).
 
 Named as the engine in ``tortoise_config``.
 """
@@ -121,10 +125,13 @@ class Client(SqliteClient):
         """
         return await self._queued(_transaction, work)
 
-    async def read(self, query: str, values: list[Any]) -> list[dict[str, Any]]:
-        """The rows of one query that only reads, queued as ``run_transaction``'s
-        calls are (one statement needs no transaction around it)."""
-        return await self._queued(_read, query, values)
+    async def run_statement(
+        self, query: str, values: list[Any]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """One statement outside any transaction (SQLite makes it one by
+        itself), queued as ``run_transaction``'s calls are: the rows it changed,
+        counted as Tortoise counts them, and the rows it returned."""
+        return await self._queued(_statement, query, values)
 
     async def _queued(self, function: Callable[..., T], *args: Any) -> T:
         connection = self._connection
@@ -158,8 +165,12 @@ def own_client(conn: BaseDBAsyncClient) -> Client:
     return conn
 
 
-def _read(db: sqlite3.Connection, query: str, values: list[Any]) -> list[dict[str, Any]]:
-    return [dict(row) for row in db.execute(query, values).fetchall()]
+def _statement(
+    db: sqlite3.Connection, query: str, values: list[Any]
+) -> tuple[int, list[dict[str, Any]]]:
+    before = db.total_changes
+    found = [dict(row) for row in db.execute(query, values).fetchall()]
+    return (db.total_changes - before) or len(found), found
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -75,14 +75,15 @@ async def open_session(user_id: uuid.UUID, token_hash: str, ttl_seconds: int) ->
 
 async def session_user(token_hash: str) -> User | None:
     """The user behind a live session, in one round trip."""
-    found = await sql.read(
+    found = await sql.models(
         connections.get("default"),
+        User,
         "SELECT users.* FROM sessions JOIN users ON users.id = sessions.user_id "
         "WHERE sessions.token_hash = $1 AND sessions.expires_at > $2",
         token_hash,
         datetime.now(UTC),
     )
-    return User._init_from_db(**found[0]) if found else None
+    return found[0] if found else None
 
 
 async def close_session(token_hash: str) -> None:
