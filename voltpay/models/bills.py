@@ -301,14 +301,11 @@ async def complete_payment(
     conn = connections.get("default")
     if bill is not None and wallet_balance_minor is not None:
         event = new_event("payment_completed", _paid_data(bill, wallet_balance_minor, paid), moment)
+        event_values = outbox_values(event, moment)
         if sql.is_sqlite(conn):
-            moved = await _complete_on_sqlite(
-                sqlite_engine.own_client(conn), values, outbox_values(event, moment)
-            )
+            moved = await _complete_on_sqlite(sqlite_engine.own_client(conn), values, event_values)
         else:
-            moved = await sql.models(
-                conn, Bill, _COMPLETE_WITH_EVENT, *values, *outbox_values(event, moment)
-            )
+            moved = await sql.models(conn, Bill, _COMPLETE_WITH_EVENT, *values, *event_values)
         if not moved:
             return Settled(await Bill.get(id=bill_id), None, None)
         return Settled(moved[0], wallet_balance_minor, event)

@@ -62,23 +62,24 @@ def for_sqlite(sql: str, *values: Any) -> tuple[str, list[Any]]:
 
 
 def _prepare(conn: BaseDBAsyncClient, sql: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    sqlite = is_sqlite(conn)
-    return (_for_sqlite(sql) if sqlite else sql), [_param(v, sqlite) for v in values]
+    if is_sqlite(conn):
+        return for_sqlite(sql, *values)
+    return sql, [_param(v, False) for v in values]
 
 
 async def rows(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str, Any]]:
-    query, params = _prepare(conn, sql, values)
     if isinstance(conn, sqlite_engine.Client):
-        _, found = await conn.run_statement(query, params)
+        _, found = await conn.run_statement(*for_sqlite(sql, *values))
         return found
+    query, params = _prepare(conn, sql, values)
     return list(await conn.execute_query_dict(query, params))
 
 
 async def execute(conn: BaseDBAsyncClient, sql: str, *values: Any) -> int:
-    query, params = _prepare(conn, sql, values)
     if isinstance(conn, sqlite_engine.Client):
-        changed, _ = await conn.run_statement(query, params)
+        changed, _ = await conn.run_statement(*for_sqlite(sql, *values))
         return changed
+    query, params = _prepare(conn, sql, values)
     changed, _ = await conn.execute_query(query, params)
     return int(changed)
 
