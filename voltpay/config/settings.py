@@ -30,7 +30,7 @@ class HttpSettings(BaseModel):
 
 class DatabaseSettings(BaseModel):
     url: str = "sqlite://var/voltpay.sqlite3"
-    pool_max_size: int = Field(default=10, ge=1)
+    pool_max_size: int = Field(default=20, ge=1)
 
     @field_validator("url")
     @classmethod

@@ -15,6 +15,7 @@ APP_LABEL = "models"
 MODEL_MODULES = ["voltpay.models.tables"]
 MIGRATIONS_MODULE = "voltpay.models.migrations"
 SQLITE_ENGINE = "voltpay.models.sqlite_engine"
+POSTGRES_ENGINE = "voltpay.models.postgres_engine"
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
 
 
@@ -33,6 +34,7 @@ def tortoise_config(url: str, *, pool_max_size: int = 10) -> dict[str, Any]:
         for pragma, value in _SQLITE_PRAGMAS.items():
             credentials.setdefault(pragma, value)
     else:
+        connection["engine"] = POSTGRES_ENGINE
         credentials.setdefault("minsize", 1)
         credentials.setdefault("maxsize", pool_max_size)
     return {
@@ -82,7 +84,7 @@ async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: boo
     _ensure_sqlite_folder(url)
     config = tortoise_config(url, pool_max_size=pool_max_size)
     connection = config["connections"]["default"]
-    if connection["engine"] != SQLITE_ENGINE:
+    if connection["engine"] == POSTGRES_ENGINE:
         connection["credentials"]["reset"] = _light_reset
     await Tortoise.init(config=config)
 
