@@ -5,9 +5,10 @@ asyncpg's pool keeps its free connections in an ``asyncio.LifoQueue``. When
 a connection comes back, the first waiter is woken, but any task that asks
 before that waiter runs finds the connection free and takes it; the woken
 waiter finds the queue empty and goes to the back of the line. Under load
-(many requests, a pool of ten) some requests lose that race again and again:
-at 64 connections the pay transaction's p99 was three times its median, with
-nothing slow in the database. ``FairPool`` lets only as many tasks reach the
+(many more requests than connections) some requests lose that race again and
+again: paying at 64 connections, p99 was twice the median, and three times
+it for the bench's raw-SQL ceiling, with nothing slow in the database (the
+figures are in bench/results/). ``FairPool`` lets only as many tasks reach the
 queue as it holds connections, through an ``asyncio.Semaphore``, which wakes
 its waiters first come, first served and hands a freed turn straight to the
 next one; the queue itself then never makes anyone wait.
