@@ -11,6 +11,8 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 
+from voltpay.config.settings import DatabaseSettings
+
 APP_LABEL = "models"
 MODEL_MODULES = ["voltpay.models.tables"]
 MIGRATIONS_MODULE = "voltpay.models.migrations"
@@ -26,7 +28,7 @@ def sqlite_path(url: str) -> Path | None:
     return None if rest in ("", ":memory:") else Path(rest)
 
 
-def tortoise_config(url: str, *, pool_max_size: int = 10) -> dict[str, Any]:
+def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
     connection = expand_db_url(url.replace("postgresql://", "postgres://", 1))
     credentials: dict[str, Any] = connection["credentials"]
     if urlsplit(url).scheme == "sqlite":
@@ -78,7 +80,13 @@ async def _light_reset(connection: Any) -> None:
         await connection.execute("ROLLBACK")
 
 
-async def open_database(url: str, *, pool_max_size: int = 10, migrate_first: bool = True) -> None:
+# One default for the pool's size: the setting's.
+DEFAULT_POOL_MAX_SIZE: int = DatabaseSettings.model_fields["pool_max_size"].default
+
+
+async def open_database(
+    url: str, *, pool_max_size: int = DEFAULT_POOL_MAX_SIZE, migrate_first: bool = True
+) -> None:
     if migrate_first:
         await apply_migrations(url)
     _ensure_sqlite_folder(url)
