@@ -16,9 +16,9 @@ serves ``POST /api/Vend/{billId}/pay`` on voltpay's own schema and rows:
    that voltpay (whose relay shares the database) never sees them.
 
 PostgreSQL goes through an asyncpg pool the size of voltpay's default pool,
-taken first come, first served (a semaphore of the pool's size in front of
-it, as voltpay's engine does: asyncpg's own queue lets late callers overtake
-woken ones, which triples p99);
+handing out connections first come, first served: voltpay's ``FairPool``, a
+plain ``asyncpg.Pool`` subclass (asyncpg's own queue lets late callers
+overtake woken ones, which triples p99);
 SQLite through aiosqlite, one writer connection whose transactions take turns
 (SQLite has one writer) and one reader connection for the token look-ups.
 """
@@ -41,7 +41,8 @@ import orjson
 from aiohttp import web
 
 from bench.procs import use_uvloop
-from voltpay.config.settings import DatabaseSettings
+from voltpay.models.database import DEFAULT_POOL_MAX_SIZE
+from voltpay.models.postgres_engine import create_pool as fair_pool
 
 TOKEN = "12345678901234567890"
 UNITS = "0.73"
@@ -158,13 +159,12 @@ class PostgresPay:
         "SELECT * FROM moved"
     )
 
-    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._turns = asyncio.Semaphore(size)
 
     async def pay(self, digest: str, bill_id: uuid.UUID) -> dict[str, Any]:
         now = datetime.now(UTC)
-        async with self._turns, self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn:
             session = await conn.fetchrow(self.SESSION, digest, now)
             if session is None:
                 raise Refused(401, "unauthorized")
@@ -337,13 +337,13 @@ async def open_store(url: str, pool_size: int) -> PostgresPay | SqlitePay:
         writer = await _sqlite_connection(path)
         await _copy_outbox_sqlite(writer)
         return SqlitePay(writer, await _sqlite_connection(path))
-    pool = await asyncpg.create_pool(
+    pool = await fair_pool(
         url.replace("postgresql://", "postgres://", 1), min_size=pool_size, max_size=pool_size
     )
     await pool.execute(
         f"DROP TABLE IF EXISTS {OUTBOX}; CREATE TABLE {OUTBOX} (LIKE outbox INCLUDING ALL)"
     )
-    return PostgresPay(pool, pool_size)
+    return PostgresPay(pool)
 
 
 STORE = web.AppKey("store", object)
@@ -401,7 +401,7 @@ def main() -> None:
     parser.add_argument(
         "--pool",
         type=int,
-        default=DatabaseSettings().pool_max_size,
+        default=DEFAULT_POOL_MAX_SIZE,
         help="asyncpg pool size (voltpay's default)",
     )
     args = parser.parse_args()
