@@ -73,7 +73,7 @@ async def test_the_whole_pool_is_usable_at_once(postgres_url: str) -> None:
         await pool.close()
 
 
-async def only_turn_left(pool: FairPool) -> Callable[[], Awaitable[bool]]:
+def only_turn_left(pool: FairPool) -> Callable[[], Awaitable[bool]]:
     async def free() -> bool:
         """Whether a connection can still be had at once."""
         try:
@@ -87,7 +87,7 @@ async def only_turn_left(pool: FairPool) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_a_connection_released_twice_frees_one_turn(fair_pool: FairPool) -> None:
-    free = await only_turn_left(fair_pool)
+    free = only_turn_left(fair_pool)
     connection = await fair_pool.acquire()
     await fair_pool.release(connection)
     await fair_pool.release(connection)  # asyncpg ignores the second release
@@ -98,7 +98,7 @@ async def test_a_connection_released_twice_frees_one_turn(fair_pool: FairPool) -
 
 
 async def test_a_caller_that_gives_up_waiting_takes_no_turn(fair_pool: FairPool) -> None:
-    free = await only_turn_left(fair_pool)
+    free = only_turn_left(fair_pool)
     held = await fair_pool.acquire()
     with pytest.raises(TimeoutError):
         await fair_pool.acquire(timeout=0.05)
