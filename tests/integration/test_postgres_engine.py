@@ -1,8 +1,10 @@
-"""voltpay's PostgreSQL engine: connections handed out first come, first served."""
+"""voltpay's PostgreSQL engine: its own pool, lending connections first come,
+first served and taking them back without a round trip."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,16 +14,17 @@ from tortoise import connections
 
 from voltpay.models import sql
 from voltpay.models.database import close_database, open_database
-from voltpay.models.postgres_engine import Client, FairPool, create_pool
+from voltpay.models.postgres_engine import Client, Pool, create_pool
 
 
 async def _no_reset(connection: Any) -> None:
-    """A reset that does not wait (as voltpay's own outside a transaction)."""
+    """No reset query, so that asyncpg's pool takes a connection back as
+    quickly as voltpay's does."""
 
 
 @pytest.fixture
-async def fair_pool(postgres_url: str) -> AsyncIterator[FairPool]:
-    pool = await create_pool(postgres_url, min_size=1, max_size=1, reset=_no_reset)
+async def fair_pool(postgres_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(postgres_url, min_size=1, max_size=1)
     yield pool
     await pool.close()
 
@@ -49,12 +52,12 @@ async def overtaken(pool: Any) -> list[str]:
     return order
 
 
-async def test_a_waiter_is_served_before_a_later_caller(fair_pool: FairPool) -> None:
+async def test_a_waiter_is_served_before_a_later_caller(fair_pool: Pool) -> None:
     assert await overtaken(fair_pool) == ["waiter", "late"]
 
 
 async def test_asyncpgs_own_pool_lets_the_later_caller_overtake(postgres_url: str) -> None:
-    # Why FairPool exists; if this starts failing, asyncpg fixed it upstream.
+    # Why Pool exists; if this starts failing, asyncpg fixed it upstream.
     pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=1, reset=_no_reset)
     try:
         assert await overtaken(pool) == ["late", "waiter"]
@@ -63,7 +66,7 @@ async def test_asyncpgs_own_pool_lets_the_later_caller_overtake(postgres_url: st
 
 
 async def test_the_whole_pool_is_usable_at_once(postgres_url: str) -> None:
-    pool = await create_pool(postgres_url, min_size=1, max_size=3, reset=_no_reset)
+    pool = await create_pool(postgres_url, min_size=1, max_size=3)
     try:
         held = [await asyncio.wait_for(pool.acquire(), 5) for _ in range(3)]
         assert len({id(connection) for connection in held}) == 3
@@ -73,7 +76,7 @@ async def test_the_whole_pool_is_usable_at_once(postgres_url: str) -> None:
         await pool.close()
 
 
-def only_turn_left(pool: FairPool) -> Callable[[], Awaitable[bool]]:
+def only_turn_left(pool: Pool) -> Callable[[], Awaitable[bool]]:
     async def free() -> bool:
         """Whether a connection can still be had at once."""
         try:
@@ -86,7 +89,7 @@ def only_turn_left(pool: FairPool) -> Callable[[], Awaitable[bool]]:
     return free
 
 
-async def test_a_connection_released_twice_frees_one_turn(fair_pool: FairPool) -> None:
+async def test_a_connection_released_twice_frees_one_turn(fair_pool: Pool) -> None:
     free = only_turn_left(fair_pool)
     connection = await fair_pool.acquire()
     await fair_pool.release(connection)
@@ -97,7 +100,7 @@ async def test_a_connection_released_twice_frees_one_turn(fair_pool: FairPool) -
     assert await free()
 
 
-async def test_a_caller_that_gives_up_waiting_takes_no_turn(fair_pool: FairPool) -> None:
+async def test_a_caller_that_gives_up_waiting_takes_no_turn(fair_pool: Pool) -> None:
     free = only_turn_left(fair_pool)
     held = await fair_pool.acquire()
     with pytest.raises(TimeoutError):
@@ -112,14 +115,135 @@ async def test_a_caller_that_gives_up_waiting_takes_no_turn(fair_pool: FairPool)
     assert await free()
 
 
-async def test_voltpay_runs_on_the_fair_pool(postgres_url: str) -> None:
+async def test_voltpay_runs_on_its_own_pool(postgres_url: str) -> None:
     await open_database(postgres_url, pool_max_size=4, migrate_first=False)
     try:
         conn = connections.get("default")
         assert isinstance(conn, Client)
         found = await asyncio.gather(*(sql.rows(conn, "SELECT 1 AS one") for _ in range(20)))
         assert found == [[{"one": 1}]] * 20
-        assert isinstance(conn._pool, FairPool)
+        assert isinstance(conn._pool, Pool)
         assert conn._pool.get_max_size() == 4
     finally:
         await close_database()
+
+
+async def test_a_released_connection_costs_no_round_trip(postgres_url: str) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        connection = await pool.acquire()
+        await connection.fetchval("SELECT 1")
+        protocol = connection._protocol
+        queries = protocol.queries_count
+        await pool.release(connection)
+        assert protocol.queries_count == queries  # asyncpg's own reset would be one more
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_back_inside_a_transaction_is_closed_not_lent(
+    postgres_url: str,
+) -> None:
+    table = f"left_open_{uuid.uuid4().hex}"
+    pool = await create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as setup:
+            await setup.execute(f"CREATE TABLE {table} (n int)")
+        connection = await pool.acquire()
+        await connection.execute("BEGIN")
+        await connection.execute(f"INSERT INTO {table} VALUES (1)")
+        await pool.release(connection)
+        assert connection.is_closed()
+        async with pool.acquire(timeout=5) as again:
+            assert again is not connection
+            assert await again.fetchval(f"SELECT count(*) FROM {table}") == 0
+            await again.execute(f"DROP TABLE {table}")
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_closed_connections_place_goes_to_a_waiter(postgres_url: str) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=1)
+    try:
+        held = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire(timeout=5))
+        await asyncio.sleep(0.01)
+        held.terminate()  # the server went away, say
+        await pool.release(held)
+        replacement = await waiter
+        assert replacement is not held
+        assert await replacement.fetchval("SELECT 1") == 1
+        await pool.release(replacement)
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_an_idle_connection_closed_meanwhile_is_not_lent(postgres_url: str) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=2)
+    try:
+        connection = await pool.acquire()
+        await pool.release(connection)
+        connection.terminate()
+        async with pool.acquire(timeout=5) as fresh:
+            assert fresh is not connection
+            assert await fresh.fetchval("SELECT 1") == 1
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_connections_idle_too_long_are_closed_down_to_the_minimum(
+    postgres_url: str,
+) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=3, max_idle_seconds=0.05)
+    try:
+        held = [await pool.acquire() for _ in range(3)]
+        for connection in held:
+            await pool.release(connection)
+        assert pool.get_size() == 3
+        await asyncio.sleep(0.1)
+        for _ in range(3):
+            async with pool.acquire():
+                pass
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_closing_waits_for_lent_connections_and_refuses_new_callers(
+    postgres_url: str,
+) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=1)
+    held = await pool.acquire()
+    waiter = asyncio.ensure_future(pool.acquire())
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(pool.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    with pytest.raises(asyncpg.InterfaceError):
+        await waiter
+    with pytest.raises(asyncpg.InterfaceError):
+        await pool.acquire()
+    await pool.release(held)
+    await asyncio.wait_for(closing, 5)
+    assert held.is_closed()
+    assert pool.get_size() == 0
+
+
+async def test_expired_connections_are_replaced(postgres_url: str) -> None:
+    pool = await create_pool(postgres_url, min_size=1, max_size=2)
+    try:
+        lent = await pool.acquire()
+        idle = await pool.acquire()
+        await pool.release(idle)
+        await pool.expire_connections()
+        assert idle.is_closed()
+        await pool.release(lent)
+        assert lent.is_closed()
+        async with pool.acquire(timeout=5) as fresh:
+            assert fresh not in (lent, idle)
+            assert await fresh.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()

@@ -69,17 +69,6 @@ async def apply_migrations(url: str) -> None:
         await close_database()
 
 
-async def _light_reset(connection: Any) -> None:
-    """What a pooled connection needs between uses, and no more.
-
-    asyncpg's default reset runs four statements (advisory unlock, CLOSE ALL,
-    UNLISTEN, RESET ALL) on every release: a round trip per query here, for
-    features voltpay never uses. An open transaction is still rolled back.
-    """
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
-
-
 # One default for the pool's size: the setting's.
 DEFAULT_POOL_MAX_SIZE: int = DatabaseSettings.model_fields["pool_max_size"].default
 
@@ -90,11 +79,7 @@ async def open_database(
     if migrate_first:
         await apply_migrations(url)
     _ensure_sqlite_folder(url)
-    config = tortoise_config(url, pool_max_size=pool_max_size)
-    connection = config["connections"]["default"]
-    if connection["engine"] == POSTGRES_ENGINE:
-        connection["credentials"]["reset"] = _light_reset
-    await Tortoise.init(config=config)
+    await Tortoise.init(config=tortoise_config(url, pool_max_size=pool_max_size))
 
 
 async def close_database() -> None:
