@@ -228,3 +228,31 @@ def test_agent_registers_once_per_name() -> None:
     assert metrics.agents() == [bills, wallets]
     assert metrics.sample("voltpay_agent_mailbox_capacity", AGENT) == 30.0
     assert bills.to_json()["mailboxCapacity"] == 30
+
+
+def test_a_routes_recorder_counts_as_record_does() -> None:
+    by_record, by_route = Metrics(), Metrics()
+    record = by_route.http.route("/healthz")
+    for method, status, seconds in [("GET", 200, 0.002), ("GET", 200, 0.3), ("HEAD", 503, 7.0)]:
+        by_record.http.record("/healthz", method, status, seconds)
+        record(method, status, seconds)
+    assert by_route.http.collect() == by_record.http.collect()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(by_route.render()[0].decode())
+        for sample in family.samples
+    }
+    assert (
+        samples[
+            (
+                "voltpay_http_requests_total",
+                (("method", "GET"), ("route", "/healthz"), ("status", "200")),
+            )
+        ]
+        == 2
+    )
+    count = (
+        "voltpay_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/healthz")),
+    )
+    assert samples[count] == 2

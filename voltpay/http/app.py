@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
@@ -24,6 +24,7 @@ from voltpay.observability.metrics import HttpStats
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("voltpay.http")
 PUBLIC_API = frozenset({"/api/auth/register", "/api/auth/login"})
+_X_REQUEST_ID = hdrs.X_REQUEST_ID  # case-folded once, not on every request
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -53,14 +54,18 @@ class Front:
         self._http = http
 
     def wrap(self, handler: Handler, template: str) -> Handler:
-        http = self._http
+        record = self._http.route(template)
         api = template.startswith("/api/")
         unmatched = template == UNMATCHED
+        logs = api or unmatched
 
         async def front(request: web.Request) -> web.StreamResponse:
-            incoming = request.headers.get("X-Request-ID")
+            incoming = request.headers.get(_X_REQUEST_ID)
             request_id = incoming if incoming and _REQUEST_ID.match(incoming) else _new_request_id()
-            token = request_id_var.set(request_id)
+            # Only /api/ handlers (and the agents they ask) log while they
+            # run; on other routes the request id enters the log context only
+            # for the lines the front itself writes.
+            token = request_id_var.set(request_id) if logs else None
             started = time.perf_counter()
             status = 500
             try:
@@ -70,14 +75,18 @@ class Front:
                     else:
                         response = await handler(request)
                 except Exception as exc:
+                    if token is None:
+                        token = request_id_var.set(request_id)
                     response = _problem_response(request, exc)
                 status = response.status
-                response.headers["X-Request-ID"] = request_id
+                response.headers[_X_REQUEST_ID] = request_id
                 return response
             finally:
                 elapsed = time.perf_counter() - started
-                http.record(template, request.method, status, elapsed)
+                record(request.method, status, elapsed)
                 if log.isEnabledFor(logging.INFO):
+                    if token is None:
+                        token = request_id_var.set(request_id)
                     log.info(
                         "%s %s -> %s in %.1f ms",
                         request.method,
@@ -86,7 +95,8 @@ class Front:
                         elapsed * 1000,
                         extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
                     )
-                request_id_var.reset(token)
+                if token is not None:
+                    request_id_var.reset(token)
 
         return front
 

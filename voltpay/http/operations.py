@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import swagger_ui
 from aiohttp import web
 
@@ -29,9 +30,12 @@ _DOCS_PAGE = """<!doctype html>
 """
 
 
+_SERVING = orjson.dumps({"status": "ok"})
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return web.Response(body=_SERVING, content_type="application/json")
 
 
 @routes.get("/readyz")

@@ -344,6 +344,26 @@ class HttpStats(Collector):
         self._requests[key] = self._requests.get(key, 0) + 1
         self._observe((route, method), seconds)
 
+    def route(self, route: str) -> Callable[[str, int, float], None]:
+        """``record`` for one route, with its histograms looked up once per
+        method instead of once per request (the front calls it on every one)."""
+        requests = self._requests
+        bounds = self._bounds
+        histograms: dict[str, tuple[list[int], list[float]]] = {}
+
+        def record(method: str, status: int, seconds: float) -> None:
+            key = (route, method, status)
+            requests[key] = requests.get(key, 0) + 1
+            found = histograms.get(method)
+            if found is None:
+                self._observe((route, method), seconds)
+                histograms[method] = self._durations[(route, method)]
+                return
+            found[0][bisect.bisect_left(bounds, seconds)] += 1
+            found[1][0] += seconds
+
+        return record
+
     def _count(self, labels: tuple[str, ...], amount: float) -> None:
         route, method, status = labels
         key = (route, method, int(status))

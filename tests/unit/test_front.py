@@ -1,0 +1,77 @@
+"""The front every route is wrapped in: request ids, problem responses, metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from voltpay.http.app import Front
+from voltpay.observability.logging import request_id_var
+from voltpay.observability.metrics import Metrics
+
+
+class RequestIds(logging.Handler):
+    """The request id in the log context when each line was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), request_id_var.get()))
+
+
+@pytest.fixture
+def lines() -> Iterator[RequestIds]:
+    logger = logging.getLogger("voltpay.http")
+    handler, level = RequestIds(), logger.level
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def failing(request: web.Request) -> web.Response:
+    raise RuntimeError("boom")
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def test_a_failure_on_a_route_outside_the_api_is_logged_with_its_request_id(
+    lines: RequestIds,
+) -> None:
+    logging.getLogger("voltpay.http").setLevel(logging.WARNING)
+    front = Front(Metrics().http).wrap(failing, "/healthz")
+    request = make_mocked_request("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
+    response = await front(request)
+    assert response.status == 500
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert lines.seen == [("unhandled error on GET /healthz", "abc-123")]
+    assert request_id_var.get() is None
+
+
+async def test_the_access_line_carries_the_request_id(lines: RequestIds) -> None:
+    logging.getLogger("voltpay.http").setLevel(logging.INFO)
+    front = Front(Metrics().http).wrap(healthy, "/healthz")
+    response = await front(make_mocked_request("GET", "/healthz"))
+    generated = response.headers["X-Request-ID"]
+    assert generated
+    [(line, request_id)] = lines.seen
+    assert line.startswith("GET /healthz -> 200 in ")
+    assert request_id == generated
+    assert request_id_var.get() is None
+
+
+async def test_every_request_is_counted_under_its_route(lines: RequestIds) -> None:
+    metrics = Metrics()
+    front = Front(metrics.http).wrap(healthy, "/healthz")
+    for _ in range(3):
+        await front(make_mocked_request("GET", "/healthz"))
+    body, _ = metrics.render()
+    assert b'voltpay_http_requests_total{method="GET",route="/healthz",status="200"} 3.0' in body
