@@ -339,14 +339,10 @@ class HttpStats(Collector):
         self.requests_family = _Family(self._REQUEST_LABELS, self._count)
         self.duration_family = _Family(self._DURATION_LABELS, self._observe)
 
-    def record(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        self._observe((route, method), seconds)
-
     def route(self, route: str) -> Callable[[str, int, float], None]:
-        """``record`` for one route, with its histograms looked up once per
-        method instead of once per request (the front calls it on every one)."""
+        """What the front calls on every request of one route: its count by
+        method and status, and its duration, with the route's histograms
+        looked up once per method instead of once per request."""
         requests = self._requests
         bounds = self._bounds
         histograms: dict[str, tuple[list[int], list[float]]] = {}
@@ -356,9 +352,7 @@ class HttpStats(Collector):
             requests[key] = requests.get(key, 0) + 1
             found = histograms.get(method)
             if found is None:
-                self._observe((route, method), seconds)
-                histograms[method] = self._durations[(route, method)]
-                return
+                found = histograms[method] = self._histogram((route, method))
             found[0][bisect.bisect_left(bounds, seconds)] += 1
             found[1][0] += seconds
 
@@ -370,14 +364,17 @@ class HttpStats(Collector):
         self._requests[key] = self._requests.get(key, 0) + amount
 
     def _observe(self, labels: tuple[str, ...], seconds: float) -> None:
-        key = (labels[0], labels[1])
+        counts, total = self._histogram((labels[0], labels[1]))
+        counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        total[0] += seconds
+
+    def _histogram(self, key: tuple[str, str]) -> tuple[list[int], list[float]]:
+        """The (route, method) histogram, made on first use."""
         found = self._durations.get(key)
         if found is None:
             found = ([0] * (len(self._bounds) + 1), [0.0])
             self._durations[key] = found
-        counts, total = found
-        counts[bisect.bisect_left(self._bounds, seconds)] += 1
-        total[0] += seconds
+        return found
 
     def describe(self) -> list[Metric]:
         return [
