@@ -89,14 +89,8 @@ class Pool:
     def get_size(self) -> int:
         return self._size
 
-    def get_min_size(self) -> int:
-        return self._min_size
-
     def get_max_size(self) -> int:
         return self._max_size
-
-    def get_idle_size(self) -> int:
-        return len(self._idle)
 
     def acquire(self, *, timeout: float | None = None) -> _Acquire:
         """``await pool.acquire()`` (then ``release``) or ``async with pool.acquire()``."""
@@ -161,9 +155,7 @@ class Pool:
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self._dsn, **self._connect_kwargs)
 
-    async def release(
-        self, connection: asyncpg.Connection, *, timeout: float | None = None
-    ) -> None:
+    async def release(self, connection: asyncpg.Connection) -> None:
         """Take a connection back. A second release, or of a connection that
         is not this pool's, does nothing."""
         generation = self._lent.pop(connection, None)
@@ -185,13 +177,11 @@ class Pool:
 
     def _return(self, connection: asyncpg.Connection) -> None:
         """To the first waiter, or to the idle connections."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                self._lent[connection] = self._generation
-                waiter.set_result(connection)
-                return
+        waiter = self._first_waiter()
+        if waiter is not None:
+            self._lent[connection] = self._generation
+            waiter.set_result(connection)
+            return
         now = time.monotonic()
         self._idle.append((connection, now))
         self._close_stale(now)
@@ -208,13 +198,19 @@ class Pool:
     def _free_place(self) -> None:
         """A connection is gone: its place goes to the first waiter, who opens
         a new one, or back to the pool."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiter.set_result(None)
+            return
         self._shrink()
+
+    def _first_waiter(self) -> asyncio.Future[asyncpg.Connection | None] | None:
+        """The longest waiting caller still waiting, taken off the line."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                return waiter
+        return None
 
     def _shrink(self) -> None:
         self._size -= 1
@@ -224,10 +220,7 @@ class Pool:
     async def expire_connections(self) -> None:
         """Connections lent now are closed when they come back; idle ones at once."""
         self._generation += 1
-        while self._idle:
-            connection, _ = self._idle.pop()
-            self._shrink()
-            await connection.close()
+        await self._close_idle()
 
     async def close(self) -> None:
         """Refuse new callers, close the idle connections and wait for the
@@ -236,11 +229,14 @@ class Pool:
         self._fail_waiters()
         if self._size == 0:
             self._emptied.set()
+        await self._close_idle()
+        await self._emptied.wait()
+
+    async def _close_idle(self) -> None:
         while self._idle:
             connection, _ = self._idle.pop()
             self._shrink()
             await connection.close()
-        await self._emptied.wait()
 
     def terminate(self) -> None:
         """Close every connection now, lent or not."""
@@ -256,10 +252,8 @@ class Pool:
         self._emptied.set()
 
     def _fail_waiters(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(asyncpg.InterfaceError("the pool is closing"))
+        while (waiter := self._first_waiter()) is not None:
+            waiter.set_exception(asyncpg.InterfaceError("the pool is closing"))
 
 
 class _Acquire:
