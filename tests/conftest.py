@@ -97,6 +97,13 @@ async def database_url(
         yield url
 
 
+@pytest.fixture
+async def empty_postgres_url(postgres_url: str) -> str:
+    """PostgreSQL only (emptied), for what SQLite has no counterpart of."""
+    await _truncate(postgres_url)
+    return postgres_url
+
+
 def make_settings(database_url: str, moto_url: str, **overrides: Any) -> Settings:
     suffix = uuid.uuid4().hex[:10]
     values: dict[str, Any] = {

@@ -72,19 +72,22 @@ async def test_a_payment_writes_its_event_to_the_ceilings_own_outbox(
     assert pending[0][0] == 1
 
 
-async def test_bench_writes_leave_postgres_planner_statistics(bench_db: BenchDb) -> None:
+async def test_bench_writes_leave_postgres_planner_statistics(empty_postgres_url: str) -> None:
     """Autovacuum may be off on the server the bench meets: the bench's own
     bulk writes are followed by what it would do, so the planner knows the
     tables' sizes (a table never analyzed has reltuples -1)."""
-    if not isinstance(bench_db, PostgresDb):
-        pytest.skip("SQLite has no autovacuum to stand in for")
-    await bench_db.seed_users(3)
-    await bench_db.add_bills(5)
-    await bench_db.insert_backlog(4)
-    rows = await bench_db._fetch(
-        "SELECT relname, reltuples FROM pg_class "
-        "WHERE relname IN ('users', 'wallets', 'sessions', 'bills', 'outbox') AND relkind = 'r'"
-    )
+    bench_db = await PostgresDb.connect(empty_postgres_url)
+    try:
+        await bench_db.seed_users(3)
+        await bench_db.add_bills(5)
+        await bench_db.insert_backlog(4)
+        rows = await bench_db._fetch(
+            "SELECT relname, reltuples FROM pg_class "
+            "WHERE relname IN ('users', 'wallets', 'sessions', 'bills', 'outbox') "
+            "AND relkind = 'r'"
+        )
+    finally:
+        await bench_db.close()
     assert {name: int(tuples) for name, tuples in rows} == {
         "users": 3,
         "wallets": 3,
