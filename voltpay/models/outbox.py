@@ -112,7 +112,7 @@ async def republish_unconsumed(since: datetime) -> int:
 async def backlog() -> tuple[int, datetime | None]:
     """How many events wait to be published, and when the oldest was written.
 
-    One pass over the unpublished rows through the published_at index; the
+    One pass over the unpublished rows through the (published_at, next_attempt_at) index; the
     oldest by ``ORDER BY id`` walked the primary key past every published row.
     """
     found = await sql.rows(

@@ -105,7 +105,7 @@ class OutboxEvent(Model):
     event_type = fields.CharField(max_length=32)
     body = fields.TextField()
     created_at = fields.DatetimeField()
-    published_at = fields.DatetimeField(null=True, db_index=True)
+    published_at = fields.DatetimeField(null=True)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
     # A relay's lease on the row while it publishes it; other relays skip it.
