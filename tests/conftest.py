@@ -22,7 +22,7 @@ from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
 from voltpay.daemon.runtime import Daemon
-from voltpay.models.database import apply_migrations
+from voltpay.models.database import apply_migrations, close_database, open_database
 
 PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 moto_server_url = moto_server_fixture()
@@ -102,6 +102,16 @@ async def empty_postgres_url(postgres_url: str) -> str:
     """PostgreSQL only (emptied), for what SQLite has no counterpart of."""
     await _truncate(postgres_url)
     return postgres_url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[str]:
+    """The migrated database alone, with no daemon (and so no relay of its own)."""
+    await open_database(database_url, migrate_first=False)
+    try:
+        yield database_url
+    finally:
+        await close_database()
 
 
 def make_settings(database_url: str, moto_url: str, **overrides: Any) -> Settings:

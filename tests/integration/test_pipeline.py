@@ -9,7 +9,7 @@ import json
 import re
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,6 @@ from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
 from voltpay.daemon.runtime import Daemon
 from voltpay.domain.events import rfc3339
 from voltpay.models import outbox as outbox_store
-from voltpay.models.database import close_database, open_database
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import AuditRecord, InboxEvent, Notification, OutboxEvent
 from voltpay.observability.metrics import Metrics
@@ -288,16 +287,6 @@ class FakePublisher:
                     PublishOutcome(event.event_id, True, f"m-{event.event_id}", None, False)
                 )
         return outcomes
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[str]:
-    """The migrated database alone, with no daemon (and so no relay of its own)."""
-    await open_database(database_url, migrate_first=False)
-    try:
-        yield database_url
-    finally:
-        await close_database()
 
 
 def relay_with(

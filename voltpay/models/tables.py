@@ -51,6 +51,10 @@ class Wallet(Model):
 
     class Meta:
         table = "wallets"
+        # A user's wallets, oldest first (the primary one is the first). The
+        # foreign key alone gets no index on PostgreSQL: without this, each
+        # look-up by owner read every wallet.
+        indexes = (("user_id", "created_at"),)
 
 
 class LedgerEntry(Model):

@@ -9,9 +9,11 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.functions import Sum
+from tortoise.queryset import ValuesListQuery
 
 from voltpay.models import sql
 from voltpay.models.tables import LedgerEntry, Wallet
@@ -156,17 +158,20 @@ _PRIMARY_WALLETS: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
 _PRIMARY_WALLETS_KEPT = 50_000
 
 
+def primary_wallet_query(owner_id: uuid.UUID) -> ValuesListQuery[Any]:
+    """The id of the user's first wallet (an index on owner and creation time
+    serves it)."""
+    return (
+        Wallet.filter(user_id=owner_id).order_by("created_at").limit(1).values_list("id", flat=True)
+    )
+
+
 async def primary_wallet_id(owner_id: uuid.UUID) -> uuid.UUID:
     """The user's first wallet; it never changes, so it is remembered."""
     known = _PRIMARY_WALLETS.get(owner_id)
     if known is not None:
         return known
-    wallet_ids = (
-        await Wallet.filter(user_id=owner_id)
-        .order_by("created_at")
-        .limit(1)
-        .values_list("id", flat=True)
-    )
+    wallet_ids = await primary_wallet_query(owner_id)
     if not wallet_ids:
         raise WalletNotFound(str(owner_id))
     wallet_id: uuid.UUID = wallet_ids[0]  # type: ignore[assignment]
