@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from tortoise import connections
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
 
 from voltpay.models import sql
 from voltpay.models.database import close_database, open_database
@@ -124,6 +126,41 @@ async def test_voltpay_runs_on_its_own_pool(postgres_url: str) -> None:
         assert found == [[{"one": 1}]] * 20
         assert isinstance(conn._pool, Pool)
         assert conn._pool.get_max_size() == 4
+    finally:
+        await close_database()
+
+
+_NEW_USER = (
+    "INSERT INTO users (id, username, password_hash, phone_number, created_at) "
+    "VALUES ($1, $2, 'x', '+2348000000000', now()) RETURNING id"
+)
+
+
+async def test_a_statement_on_its_own_errs_as_through_tortoise(empty_postgres_url: str) -> None:
+    await open_database(empty_postgres_url, pool_max_size=2, migrate_first=False)
+    try:
+        conn = connections.get("default")
+        user_id = uuid.uuid4()
+        assert await sql.rows(conn, _NEW_USER, user_id, "ada") == [{"id": user_id}]
+        with pytest.raises(IntegrityError):
+            await sql.rows(conn, _NEW_USER, uuid.uuid4(), "ada")
+        with pytest.raises(OperationalError):
+            await sql.rows(conn, "SELECT * FROM no_such_table")
+        # Every statement gave its connection back, failed ones too.
+        assert isinstance(conn._pool, Pool)
+        assert not conn._pool._lent
+    finally:
+        await close_database()
+
+
+async def test_a_statement_inside_a_transaction_stays_in_it(empty_postgres_url: str) -> None:
+    await open_database(empty_postgres_url, pool_max_size=2, migrate_first=False)
+    try:
+        with pytest.raises(RuntimeError):
+            async with in_transaction() as conn:
+                await sql.rows(conn, _NEW_USER, uuid.uuid4(), "grace")
+                raise RuntimeError("roll it back")
+        assert await sql.rows(connections.get("default"), "SELECT id FROM users") == []
     finally:
         await close_database()
 

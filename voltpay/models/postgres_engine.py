@@ -34,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
@@ -285,6 +285,31 @@ async def create_pool(dsn: str | None = None, **kwargs: Any) -> Pool:
 class Client(AsyncpgDBClient):
     async def create_pool(self, **kwargs: Any) -> Pool:
         return await create_pool(None, **kwargs)
+
+    async def run_statement(self, query: str, values: Sequence[Any]) -> list[dict[str, Any]]:
+        """One statement outside any transaction, on a connection of the pool:
+        the rows it returned, with asyncpg's errors translated as Tortoise
+        translates them.
+
+        What ``execute_query_dict`` does, less the layers around it (the
+        connection wrapper, the pool's first-use check, a debug log call per
+        statement): for the three statements of a payment that was about 6%
+        of the daemon's CPU per payment.
+        """
+        pool = self._pool
+        if pool is None:  # nobody has used the client yet
+            return list(await self.execute_query_dict(query, list(values)))
+        # (Tortoise annotates the translator as returning an Exception.)
+        return cast(
+            list[dict[str, Any]], await self._translate_exceptions(_fetch, pool, query, values)
+        )
+
+
+async def _fetch(
+    _client: Client, pool: Pool, query: str, values: Sequence[Any]
+) -> list[dict[str, Any]]:
+    async with pool.acquire() as connection:
+        return [dict(row) for row in await connection.fetch(query, *values)]
 
 
 client_class = Client

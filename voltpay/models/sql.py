@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
-from voltpay.models import sqlite_engine
+from voltpay.models import postgres_engine, sqlite_engine
 
 M = TypeVar("M", bound=Model)
 _PLACEHOLDER = re.compile(r"\$\d+")
@@ -71,6 +71,8 @@ async def rows(conn: BaseDBAsyncClient, sql: str, *values: Any) -> list[dict[str
     if isinstance(conn, sqlite_engine.Client):
         _, found = await conn.run_statement(*for_sqlite(sql, *values))
         return found
+    if isinstance(conn, postgres_engine.Client):
+        return await conn.run_statement(sql, [_param(v, False) for v in values])
     query, params = _prepare(conn, sql, values)
     return list(await conn.execute_query_dict(query, params))
 
