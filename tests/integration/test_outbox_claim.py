@@ -6,22 +6,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from tests.plans import plan_nodes
 from voltpay.models.outbox import _CLAIM
 
 WAITING = 3000
 BATCH = 50
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
 
 
 def _rows(count: int, moment: datetime, published: bool) -> list[tuple[Any, ...]]:
@@ -81,9 +75,9 @@ async def test_a_claim_reads_one_batch_of_a_backlog_its_statistics_never_saw(
 
     assert claimed == BATCH
     plan = json.loads(explained)[0]["Plan"]
-    kinds = [node["Node Type"] for node in _nodes(plan)]
+    kinds = [node["Node Type"] for node in plan_nodes(plan)]
     assert "Sort" not in kinds, kinds
-    scans = [node for node in _nodes(plan) if node.get("Relation Name") == "outbox"]
+    scans = [node for node in plan_nodes(plan) if node.get("Relation Name") == "outbox"]
     # The candidates' scan stops once a batch is in hand: it does not fetch
     # every waiting row to pick the first ones.
     assert max(node["Actual Rows"] for node in scans) <= BATCH, scans

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from tortoise import connections
 
+from tests.plans import plan_nodes
 from voltpay.models import sql, wallets
 from voltpay.models.tables import User, Wallet
 
 USERS = 2000
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
 
 
 async def _many_users_with_a_wallet_each() -> uuid.UUID:
@@ -64,7 +57,7 @@ async def test_the_primary_wallet_is_found_through_an_index(database: str) -> No
         await conn.execute_script("ANALYZE wallets")
         explained = await conn.execute_query_dict("EXPLAIN (FORMAT JSON) " + query)
         plan = json.loads(explained[0]["QUERY PLAN"])[0]["Plan"]
-        scans = [n["Node Type"] for n in _nodes(plan) if n.get("Relation Name") == "wallets"]
+        scans = [n["Node Type"] for n in plan_nodes(plan) if n.get("Relation Name") == "wallets"]
         assert scans and "Seq Scan" not in scans, scans
 
     assert await wallets.primary_wallet_id(owner) == (await Wallet.get(user_id=owner)).id
