@@ -149,8 +149,8 @@ def raw_calls(clients: AwsClients, made: Provisioned) -> tuple[Publish, Receive,
 
 
 def bridge_calls(clients: AwsClients, made: Provisioned) -> tuple[Publish, Receive, Delete]:
-    publisher = SnsPublisher(clients.sns, made.topic_arn)
-    consumer = SqsConsumer(clients.sqs, made.queue_url)
+    publisher = SnsPublisher(clients.sns_direct, made.topic_arn)
+    consumer = SqsConsumer(clients.sqs_direct, made.queue_url)
 
     async def publish(batch: list[tuple[str, str]]) -> None:
         outcomes = await publisher.publish_batch(

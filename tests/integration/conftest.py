@@ -29,7 +29,7 @@ async def aws(moto_server_url: str) -> AsyncIterator[AwsClients]:
 
 async def queue_depth(aws: AwsClients, queue_url: str) -> int:
     """Messages in the queue, visible or in flight."""
-    return await SqsConsumer(aws.sqs, queue_url).depth()
+    return await SqsConsumer(aws.sqs_direct, queue_url).depth()
 
 
 async def outbox_event_ids() -> set[str]:

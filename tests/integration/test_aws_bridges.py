@@ -14,12 +14,14 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from voltpay.bridges.aws import AwsClients, is_local_endpoint
+from voltpay.bridges.direct import DirectCalls
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
 from voltpay.bridges.provisioning import Provisioned, provision
 from voltpay.bridges.sns import (
@@ -109,8 +111,14 @@ class RecordingClient:
 
 
 def recording(clients: AwsClients) -> tuple[AwsClients, RecordingClient, RecordingClient]:
+    """A view of the clients whose provisioning calls are noted."""
     sns, sqs = RecordingClient(clients.sns), RecordingClient(clients.sqs)
-    view = AwsClients(stack=AsyncExitStack(), sns=sns, sqs=sqs, endpoint_url=clients.endpoint_url)
+    view = AwsClients(
+        stack=AsyncExitStack(),
+        sns=cast(DirectCalls, SimpleNamespace(client=sns)),
+        sqs=cast(DirectCalls, SimpleNamespace(client=sqs)),
+        endpoint_url=clients.endpoint_url,
+    )
     return view, sns, sqs
 
 
@@ -138,13 +146,15 @@ async def provisioned(aws: AwsClients, aws_settings: AwsSettings) -> Provisioned
 @pytest.fixture
 def consumer(aws: AwsClients, provisioned: Provisioned) -> SqsConsumer:
     return SqsConsumer(
-        aws.sqs, provisioned.queue_url, dead_letter_queue_url=provisioned.dead_letter_queue_url
+        aws.sqs_direct,
+        provisioned.queue_url,
+        dead_letter_queue_url=provisioned.dead_letter_queue_url,
     )
 
 
 @pytest.fixture
 def publisher(aws: AwsClients, provisioned: Provisioned) -> SnsPublisher:
-    return SnsPublisher(aws.sns, provisioned.topic_arn)
+    return SnsPublisher(aws.sns_direct, provisioned.topic_arn)
 
 
 # --- the embedded endpoint -------------------------------------------------------------
@@ -178,7 +188,7 @@ async def test_embedded_endpoint_stops_promptly_with_a_long_poll_in_flight() -> 
         ) as clients:
             created = await clients.sqs.create_queue(QueueName=f"idle-{uuid.uuid4().hex}")
             poll = asyncio.create_task(
-                SqsConsumer(clients.sqs, created["QueueUrl"]).receive(wait_seconds=20)
+                SqsConsumer(clients.sqs_direct, created["QueueUrl"]).receive(wait_seconds=20)
             )
             await asyncio.sleep(0.2)
             poll.cancel()
@@ -422,7 +432,7 @@ def test_entry_ids_are_safe_and_distinct() -> None:
 
 
 async def test_publish_batch_takes_at_most_ten(aws: AwsClients) -> None:
-    publisher = SnsPublisher(aws.sns, "arn:aws:sns:us-east-1:123456789012:unused")
+    publisher = SnsPublisher(aws.sns_direct, "arn:aws:sns:us-east-1:123456789012:unused")
 
     with pytest.raises(ValueError, match="at most 10"):
         await publisher.publish_batch([event() for _ in range(11)])
@@ -440,7 +450,7 @@ async def test_an_unsendable_batch_is_not_retryable(publisher: SnsPublisher) -> 
 
 async def test_a_refused_call_makes_every_event_retryable(aws: AwsClients) -> None:
     missing_topic = f"arn:aws:sns:{REGION}:123456789012:missing-{uuid.uuid4().hex}"
-    publisher = SnsPublisher(aws.sns, missing_topic)
+    publisher = SnsPublisher(aws.sns_direct, missing_topic)
     events = [event(), event()]
 
     outcomes = await publisher.publish_batch(events)
@@ -462,9 +472,11 @@ async def test_an_unreachable_endpoint_never_raises_from_batches() -> None:
         secret_access_key=None,
         max_attempts=1,
     ) as clients:
-        publisher = SnsPublisher(clients.sns, f"arn:aws:sns:{REGION}:123456789012:events")
+        publisher = SnsPublisher(clients.sns_direct, f"arn:aws:sns:{REGION}:123456789012:events")
         consumer = SqsConsumer(
-            clients.sqs, f"{url}/123456789012/q", dead_letter_queue_url=f"{url}/123456789012/dlq"
+            clients.sqs_direct,
+            f"{url}/123456789012/q",
+            dead_letter_queue_url=f"{url}/123456789012/dlq",
         )
         events = [event() for _ in range(3)]
         stale = [ReceivedMessage(f"m-{i}", f"handle-{i}", "{}", 1) for i in range(12)]
@@ -499,11 +511,11 @@ async def test_a_message_left_undeleted_moves_to_the_dead_letter_queue(
     assert await consumer.receive(wait_seconds=0, visibility_timeout=0) == []
 
     assert await consumer.dead_letter_depth() == 1
-    dead = SqsConsumer(aws.sqs, provisioned.dead_letter_queue_url)
+    dead = SqsConsumer(aws.sqs_direct, provisioned.dead_letter_queue_url)
     dead_letters = await dead.receive(wait_seconds=0)
     assert [m.body for m in dead_letters] == [sent.body]
     assert await dead.delete_batch(dead_letters) == []
-    assert await SqsConsumer(aws.sqs, provisioned.queue_url).dead_letter_depth() is None
+    assert await SqsConsumer(aws.sqs_direct, provisioned.queue_url).dead_letter_depth() is None
 
 
 async def test_extend_visibility_and_delete_batch_in_chunks_of_ten(

@@ -69,7 +69,7 @@ async def test_events_wait_in_the_outbox_while_sns_is_unreachable_and_none_is_lo
         max_attempts=1,
     )
     try:
-        relay._publisher = SnsPublisher(dead.sns, resources(daemon).topic_arn)
+        relay._publisher = SnsPublisher(dead.sns_direct, resources(daemon).topic_arn)
         for amount in ("10.00", "20.00", "30.00"):
             bill = await api.bill(ada, amount)
             assert bill.status == 201, bill.body

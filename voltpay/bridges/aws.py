@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from voltpay import __version__
+from voltpay.bridges.direct import DirectCalls
 
 if TYPE_CHECKING:
     from voltpay.config.settings import AwsSettings
@@ -26,6 +27,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # Must exceed the 20 s SQS long poll, or every idle poll would end in a timeout.
 READ_TIMEOUT_SECONDS = 30.0
 MAX_ATTEMPTS = 3
+MAX_POOL_CONNECTIONS = 10  # botocore's default, per client
 USER_AGENT = f"voltpay/{__version__}"  # botocore appends its own name and version
 
 # What a call can fail with short of a bug: the endpoint refused, timed out or
@@ -45,34 +47,6 @@ def describe_error(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".rstrip(": ")
     return f"{type(exc).__name__}: {exc}"
-
-
-_FORM_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-_FORM_TABLE = {byte: chr(byte) if byte in _FORM_SAFE else f"%{byte:02X}" for byte in range(256)}
-_FORM_TABLE[ord(" ")] = "+"
-
-
-def form_quote(value: str | bytes) -> str:
-    """``urllib.parse.quote_plus(value, safe="")``, one C-level pass instead of
-    a Python call per byte."""
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    return raw.decode("latin-1").translate(_FORM_TABLE)
-
-
-def encode_form_once(request: Any, **_: Any) -> None:
-    """Encode a query-protocol (SNS) body once, before it is signed.
-
-    botocore keeps the body as a dict and URL-encodes it each time it is
-    read: once to sign it and once to send it, a Python call per byte of
-    every message. For a PublishBatch of ten events that was about a third
-    of the call's CPU; the string produced here is the same, made once.
-    """
-    data = request.data
-    if isinstance(data, dict) and all(
-        isinstance(key, str | bytes) and isinstance(value, str | bytes)
-        for key, value in data.items()
-    ):
-        request.data = "&".join(f"{form_quote(k)}={form_quote(v)}" for k, v in data.items())
 
 
 def client_config(*, max_attempts: int = MAX_ATTEMPTS, local: bool = False) -> AioConfig:
@@ -117,7 +91,14 @@ class AwsClients:
     closes them at shutdown; nothing creates a client per call.
     """
 
-    def __init__(self, *, stack: AsyncExitStack, sns: Any, sqs: Any, endpoint_url: str | None):
+    def __init__(
+        self,
+        *,
+        stack: AsyncExitStack,
+        sns: DirectCalls,
+        sqs: DirectCalls,
+        endpoint_url: str | None,
+    ):
         self._stack = stack
         self._sns = sns
         self._sqs = sqs
@@ -162,11 +143,33 @@ class AwsClients:
             sqs = await stack.enter_async_context(
                 session.client("sqs", endpoint_url=endpoint, config=config)
             )
+            credentials = await session.get_credentials()
+            http = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    # As many connections as the two clients' pools had.
+                    connector=aiohttp.TCPConnector(limit=2 * MAX_POOL_CONNECTIONS),
+                    timeout=aiohttp.ClientTimeout(
+                        sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=READ_TIMEOUT_SECONDS
+                    ),
+                    # Like botocore: proxies from the environment, never for
+                    # our own loopback endpoint.
+                    trust_env=not local_endpoint,
+                )
+            )
         except BaseException:
             await stack.aclose()
             raise
-        sns.meta.events.register("before-sign.sns", encode_form_once)
-        return cls(stack=stack, sns=sns, sqs=sqs, endpoint_url=endpoint)
+
+        def direct(client: Any) -> DirectCalls:
+            return DirectCalls(
+                client,
+                credentials=credentials,
+                http=http,
+                max_attempts=max_attempts,
+                user_agent=USER_AGENT,
+            )
+
+        return cls(stack=stack, sns=direct(sns), sqs=direct(sqs), endpoint_url=endpoint)
 
     @classmethod
     async def from_settings(
@@ -192,10 +195,22 @@ class AwsClients:
 
     @property
     def sns(self) -> Any:
-        return self._sns
+        """The SNS client."""
+        return self._sns.client
 
     @property
     def sqs(self) -> Any:
+        """The SQS client."""
+        return self._sqs.client
+
+    @property
+    def sns_direct(self) -> DirectCalls:
+        """SNS calls on the publishing hot path (see ``direct``)."""
+        return self._sns
+
+    @property
+    def sqs_direct(self) -> DirectCalls:
+        """SQS calls on the consuming hot path (see ``direct``)."""
         return self._sqs
 
     @property

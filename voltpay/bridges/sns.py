@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import ParamValidationError
 
 from voltpay.bridges.aws import TRANSPORT_ERRORS, describe_error
+from voltpay.bridges.direct import DirectCalls
 
 _log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def outcomes_from_response(
 
 
 class SnsPublisher:
-    def __init__(self, sns_client: Any, topic_arn: str) -> None:
-        self._sns = sns_client
+    def __init__(self, sns: DirectCalls, topic_arn: str) -> None:
+        self._sns = sns
         self._topic_arn = topic_arn
 
     @property
@@ -112,8 +113,8 @@ class SnsPublisher:
             for event, entry_id in zip(events, ids, strict=True)
         ]
         try:
-            response = await self._sns.publish_batch(
-                TopicArn=self._topic_arn, PublishBatchRequestEntries=entries
+            response = await self._sns.call(
+                "PublishBatch", TopicArn=self._topic_arn, PublishBatchRequestEntries=entries
             )
         except ParamValidationError as exc:
             # botocore refused to send it: sending it again cannot help.
@@ -132,4 +133,4 @@ class SnsPublisher:
 
     async def check(self) -> None:
         """Raise unless the topic answers (for readiness)."""
-        await self._sns.get_topic_attributes(TopicArn=self._topic_arn)
+        await self._sns.client.get_topic_attributes(TopicArn=self._topic_arn)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voltpay.bridges.aws import TRANSPORT_ERRORS, describe_error
+from voltpay.bridges.direct import DirectCalls
 
 _log = logging.getLogger(__name__)
 
@@ -46,9 +47,9 @@ def _chunks(messages: Sequence[ReceivedMessage]) -> list[Sequence[ReceivedMessag
 
 class SqsConsumer:
     def __init__(
-        self, sqs_client: Any, queue_url: str, *, dead_letter_queue_url: str | None = None
+        self, sqs: DirectCalls, queue_url: str, *, dead_letter_queue_url: str | None = None
     ) -> None:
-        self._sqs = sqs_client
+        self._sqs = sqs
         self._queue_url = queue_url
         self._dead_letter_queue_url = dead_letter_queue_url or None
 
@@ -78,7 +79,7 @@ class SqsConsumer:
         }
         if visibility_timeout is not None:
             request["VisibilityTimeout"] = visibility_timeout
-        response = await self._sqs.receive_message(**request)
+        response = await self._sqs.call("ReceiveMessage", **request)
         return [_message_from(raw) for raw in response.get("Messages") or []]
 
     async def delete_batch(self, messages: Sequence[ReceivedMessage]) -> list[str]:
@@ -89,7 +90,9 @@ class SqsConsumer:
         """
 
         async def call(chunk: list[dict[str, Any]]) -> Any:
-            return await self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=chunk)
+            return await self._sqs.call(
+                "DeleteMessageBatch", QueueUrl=self._queue_url, Entries=chunk
+            )
 
         return await self._batched("DeleteMessageBatch", messages, {}, call)
 
@@ -99,7 +102,7 @@ class SqsConsumer:
         """Keep messages hidden for timeout_seconds more; return the ids that failed."""
 
         async def call(chunk: list[dict[str, Any]]) -> Any:
-            return await self._sqs.change_message_visibility_batch(
+            return await self._sqs.client.change_message_visibility_batch(
                 QueueUrl=self._queue_url, Entries=chunk
             )
 
@@ -117,7 +120,7 @@ class SqsConsumer:
         """
         if self._dead_letter_queue_url is None:
             return None
-        response = await self._sqs.get_queue_attributes(
+        response = await self._sqs.client.get_queue_attributes(
             QueueUrl=self._dead_letter_queue_url,
             AttributeNames=["ApproximateNumberOfMessages"],
         )
@@ -125,7 +128,7 @@ class SqsConsumer:
 
     async def depth(self) -> int:
         """Messages in the queue, visible or in flight (approximate, as SQS says)."""
-        response = await self._sqs.get_queue_attributes(
+        response = await self._sqs.client.get_queue_attributes(
             QueueUrl=self._queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )
@@ -136,7 +139,9 @@ class SqsConsumer:
 
     async def check(self) -> None:
         """Raise unless the queue answers (for readiness)."""
-        await self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])
+        await self._sqs.client.get_queue_attributes(
+            QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
+        )
 
     async def _batched(
         self,

@@ -126,10 +126,10 @@ class Pipeline:
         self.resources = await provision(self._clients, aws)
         if self._sms_sender is None:
             self._sms_sender = build_sms_sender(self._settings.twilio)
-        publisher = SnsPublisher(self._clients.sns, self.resources.topic_arn)
+        publisher = SnsPublisher(self._clients.sns_direct, self.resources.topic_arn)
         self._publisher = publisher
         self._consumer = SqsConsumer(
-            self._clients.sqs,
+            self._clients.sqs_direct,
             self.resources.queue_url,
             dead_letter_queue_url=self.resources.dead_letter_queue_url,
         )
