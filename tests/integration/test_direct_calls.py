@@ -27,15 +27,6 @@ from voltpay.bridges.direct import DirectCalls
 REGION = "us-east-1"
 
 
-@pytest.fixture
-async def aws(moto_server_url: str) -> AsyncIterator[AwsClients]:
-    clients = await AwsClients.open(
-        endpoint_url=moto_server_url, region=REGION, access_key_id=None, secret_access_key=None
-    )
-    async with clients:
-        yield clients
-
-
 async def raised(call: Awaitable[Any]) -> ClientError:
     with pytest.raises(ClientError) as caught:
         await call

@@ -85,7 +85,6 @@ class DirectCalls:
         self._retries = RetryPolicy(
             StandardRetryConditions(max_attempts=max_attempts), ExponentialBackoff(random=rng)
         )
-        self._operations: dict[str, OperationModel] = {}
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """What ``getattr(client, snake_case(operation))(**params)`` answers.
@@ -94,14 +93,14 @@ class DirectCalls:
         botocore's connection errors when the endpoint cannot be reached, once
         the standard retries are spent.
         """
-        model = self._operation(operation)
+        model = self._model.operation_model(operation)  # cached by botocore
         request = self._serializer.serialize_to_request(params, model)
         if request["query_string"]:
             raise ValueError(f"{operation}: a query string is not supported")
         url = self._url + request["url_path"]
         headers = {**request["headers"], "User-Agent": self._user_agent}
         body = request["body"]
-        data = form_encode(body) if isinstance(body, dict) else bytes(body)
+        data: bytes = form_encode(body) if isinstance(body, dict) else body
         attempt = 0
         while True:
             attempt += 1
@@ -146,21 +145,13 @@ class DirectCalls:
         error: Exception = self.client.exceptions.from_code(code)(parsed, model.name)
         return error
 
-    def _operation(self, name: str) -> OperationModel:
-        model = self._operations.get(name)
-        if model is None:
-            model = self._operations[name] = self._model.operation_model(name)
-        return model
-
     async def _send(
         self, url: str, headers: Mapping[str, str], data: bytes
     ) -> tuple[int, Mapping[str, str], bytes]:
         # Signed afresh on every attempt: the signature carries the time.
-        credentials = (
-            await self._credentials.get_frozen_credentials() if self._credentials else None
-        )
-        if credentials is None:
+        if self._credentials is None:
             raise NoCredentialsError()
+        credentials = await self._credentials.get_frozen_credentials()
         signed = AWSRequest("POST", url, data=data, headers=dict(headers))
         SigV4Auth(credentials, self._model.signing_name, self._region).add_auth(signed)
         async with self._http.post(url, data=data, headers=dict(signed.headers.items())) as reply:
