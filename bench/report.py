@@ -1,4 +1,14 @@
-"""From samples to the figures that matter: medians, ratios, targets, files."""
+"""From samples to the figures that matter: medians, ratios, targets, files.
+
+A ratio of voltpay to its ceiling is the median of the rounds' ratios, each
+taken from one round's pair, run back to back (and in alternating order, see
+``bench.runner``). These machines change speed over minutes, by more than the
+differences measured (a run on 2026-11-29 saw the bare aiohttp app go from
+14,200 to 20,300 req/s over three rounds): a pair run back to back meets the
+same machine, while the ratio of the two sides' medians can set one round's
+voltpay against another round's ceiling. The ratio of medians is reported
+beside it (``*_ratio_of_medians``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +16,14 @@ import json
 import os
 import platform
 import socket
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.runner import Results
-from bench.stats import median, ratio
+from bench.stats import median, paired_ratios, ratio
 
 # The issue's targets: key, comparison, bound, what it means.
 TARGETS: tuple[tuple[str, str, float, str], ...] = (
@@ -55,9 +66,15 @@ class HttpRow:
     ceiling_p50_ms: float | None
     ceiling_p99_ms: float | None
     errors: int
+    round_ratios: tuple[float, ...] = ()  # voltpay/ceiling req/s, round by round
 
     @property
     def ratio(self) -> float | None:
+        """The median of the rounds' ratios."""
+        return median(self.round_ratios)
+
+    @property
+    def ratio_of_medians(self) -> float | None:
         return ratio(self.voltpay_rps, self.ceiling_rps)
 
 
@@ -89,6 +106,9 @@ def http_rows(results: Results) -> list[HttpRow]:
                 median(s.p50_ms for s in theirs),
                 median(s.p99_ms for s in theirs),
                 sum(s.errors for s in group),
+                tuple(
+                    paired_ratios({s.round: s.rps for s in mine}, {s.round: s.rps for s in theirs})
+                ),
             )
         )
     return rows
@@ -97,6 +117,24 @@ def http_rows(results: Results) -> list[HttpRow]:
 def _pipeline(results: Results, kind: str, database: str, field: str) -> float | None:
     return median(
         getattr(s, field) for s in results.pipeline if s.kind == kind and s.database == database
+    )
+
+
+def _pipeline_rounds(results: Results, kind: str, database: str, field: str) -> dict[int, float]:
+    return {
+        s.round: getattr(s, field)
+        for s in results.pipeline
+        if s.kind == kind and s.database == database
+    }
+
+
+def _paired(results: Results, kind: str, against: str, database: str, field: str) -> float | None:
+    """The median of the rounds' ratios of ``kind`` to ``against``."""
+    return median(
+        paired_ratios(
+            _pipeline_rounds(results, kind, database, field),
+            _pipeline_rounds(results, against, database, field),
+        )
     )
 
 
@@ -116,6 +154,8 @@ def summary(results: Results) -> dict[str, Any]:
             out[f"{prefix}_ceiling_rps"] = row.ceiling_rps if row else None
             out[f"{prefix}_ceiling_p99_ms"] = row.ceiling_p99_ms if row else None
             out[f"{prefix}_ratio"] = row.ratio if row else None
+            out[f"{prefix}_ratio_of_medians"] = row.ratio_of_medians if row else None
+            out[f"{prefix}_round_ratios"] = list(row.round_ratios) if row else None
 
     http("healthz", "healthz", "-")
     for database, short in (("postgres", "pg"), ("sqlite", "sqlite")):
@@ -131,13 +171,19 @@ def summary(results: Results) -> dict[str, Any]:
         theirs_p99 = _pipeline(results, "ceiling-embedded", database, "p99_ms")
         out[f"pipeline_{short}_events_per_s"] = mine
         out[f"pipeline_{short}_ceiling_events_per_s"] = theirs
-        out[f"pipeline_{short}_ratio"] = ratio(mine, theirs)
+        out[f"pipeline_{short}_ratio"] = _paired(
+            results, "voltpay-embedded", "ceiling-embedded", database, "events_per_s"
+        )
+        out[f"pipeline_{short}_ratio_of_medians"] = ratio(mine, theirs)
         out[f"commit_to_sms_{short}_p50_ms"] = _pipeline(
             results, "voltpay-embedded", database, "p50_ms"
         )
         out[f"commit_to_sms_{short}_p99_ms"] = mine_p99
         out[f"ceiling_publish_to_receive_{short}_p99_ms"] = theirs_p99
-        out[f"sms_p99_{short}_ratio"] = ratio(mine_p99, theirs_p99)
+        out[f"sms_p99_{short}_ratio"] = _paired(
+            results, "voltpay-embedded", "ceiling-embedded", database, "p99_ms"
+        )
+        out[f"sms_p99_{short}_ratio_of_medians"] = ratio(mine_p99, theirs_p99)
         out[f"pipeline_stub_daemon_{short}_events_per_s"] = _pipeline(
             results, "voltpay-stub", database, "events_per_s"
         )
@@ -158,7 +204,14 @@ def summary(results: Results) -> dict[str, Any]:
     draining = median(s.rps for s in results.drain if s.state == "draining")
     out["pay_rate_idle"] = idle
     out["pay_rate_draining"] = draining
-    out["pay_drop_during_drain"] = 1 - draining / idle if idle and draining is not None else None
+    kept = paired_ratios(
+        {s.round: s.rps for s in results.drain if s.state == "draining"},
+        {s.round: s.rps for s in results.drain if s.state == "idle"},
+    )
+    out["pay_drop_during_drain"] = 1 - statistics.median(kept) if kept else None
+    out["pay_drop_during_drain_of_medians"] = (
+        1 - draining / idle if idle and draining is not None else None
+    )
     # Without a backlog the pipeline should keep up with the payments' own
     # events; when it does not, it is draining in both windows and the drop
     # says nothing.
@@ -230,15 +283,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def http_table(results: Results) -> list[str]:
     lines = [
         "| part | database | conns | rounds | voltpay req/s | p50 ms | p99 ms "
-        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | by round | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in http_rows(results):
         lines.append(
             f"| {r.part} | {r.database} | {r.connections} | {r.rounds} "
             f"| {_fmt(r.voltpay_rps)} | {_fmt(r.voltpay_p50_ms, 2)} | {_fmt(r.voltpay_p99_ms, 2)} "
             f"| {_fmt(r.ceiling_rps)} | {_fmt(r.ceiling_p50_ms, 2)} | {_fmt(r.ceiling_p99_ms, 2)} "
-            f"| {_fmt(r.ratio, 2)} | {r.errors} |"
+            f"| {_fmt(r.ratio, 2)} | {', '.join(_fmt(x, 2) for x in r.round_ratios) or '-'} "
+            f"| {r.errors} |"
         )
     return lines
 
@@ -325,7 +379,8 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         f"- run: {minutes:.1f} min; {'quick' if config.quick else 'full'} mode; "
         f"{config.duration} s per measurement after {config.warmup} s of warm-up; connections "
         f"{', '.join(map(str, config.connections))}; {config.rounds} rounds (voltpay and ceiling "
-        f"in turns, medians) at {config.top_connections} connections, one round elsewhere; "
+        "in turns, which goes first alternating; a ratio is the median of the rounds' ratios, "
+        f"other figures medians) at {config.top_connections} connections, one round elsewhere; "
         f"{config.users} users; wrk with {config.wrk_threads} thread(s)",
         f"- voltpay: `voltpay run` with VOLTPAY_LOG__LEVEL=WARNING; for the HTTP figures its "
         f"SNS/SQS endpoint is {'the instant stub' if config.http_aws == 'stub' else 'embedded'} "
@@ -411,7 +466,14 @@ def write(results: Results) -> tuple[Path, Path, dict[str, Any]]:
 
 
 def console(results: Results, figures: dict[str, Any]) -> str:
-    lines = ["", "HTTP (medians)", *http_table(results), "", "Pipeline", *pipeline_table(results)]
+    lines = [
+        "",
+        "HTTP (medians; voltpay/ceiling: the median of the rounds' ratios)",
+        *http_table(results),
+        "",
+        "Pipeline",
+        *pipeline_table(results),
+    ]
     if results.drain:
         lines += ["", "Pay while draining", *drain_table(results)]
     lines += ["", "Targets", *target_table(targets(figures)), ""]

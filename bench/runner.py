@@ -19,7 +19,9 @@ Order of one run (each part only when selected with ``--only``):
 
 Before every measurement the bench waits until the pipeline has delivered
 every event and the processes under test are idle, so one measurement does
-not pay for the last one's work.
+not pay for the last one's work. In every pair run in turns, which side goes
+first alternates from round to round (voltpay first in the first round); the
+report takes each round's ratio from its back-to-back pair (``bench.report``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from bench.procs import (
     rss_kib,
 )
 from bench.profile import Recording, summarize
-from bench.stats import percentile
+from bench.stats import in_turns, percentile
 from bench.wrk import WrkResult, find_wrk, run_wrk
 
 log = logging.getLogger("bench")
@@ -359,11 +361,13 @@ class Bench:
             await voltpay.stop()
 
     async def _pairs(self, stage: Stage, part: str, ceiling: Service) -> None:
-        """voltpay and its ceiling in turns, every level, all rounds."""
+        """voltpay and its ceiling in turns, every level, all rounds; which of
+        the two goes first alternates from round to round (``in_turns``)."""
         database = "-" if part == "healthz" else stage.database
         for connections in self.config.connections:
             for number in range(self.config.rounds_at(connections)):
-                for system, service in (("voltpay", stage.voltpay), ("ceiling", ceiling)):
+                sides = in_turns(number, ("voltpay", stage.voltpay), ("ceiling", ceiling))
+                for system, service in sides:
                     await stage.quiet()
                     if part == "healthz":
                         result = await self._wrk_fixed(service.url + "/healthz", connections)
@@ -705,15 +709,20 @@ class Bench:
         voltpay = await self._start_voltpay(f"{database}-embedded", url, None, db)
         try:
             quiet = self._quiet(voltpay, db)
-            for number in range(config.pipeline_rounds):
-                await quiet()
+            events = config.pipeline_events
+
+            async def daemon(number: int) -> None:
                 await self._voltpay_pipeline(
-                    voltpay, db, "voltpay-embedded", database, number, config.pipeline_events
+                    voltpay, db, "voltpay-embedded", database, number, events
                 )
-                await quiet()
-                await self._probe(
-                    "ceiling-embedded", database, number, "embedded", "raw", config.pipeline_events
-                )
+
+            async def ceiling(number: int) -> None:
+                await self._probe("ceiling-embedded", database, number, "embedded", "raw", events)
+
+            for number in range(config.pipeline_rounds):
+                for side in in_turns(number, daemon, ceiling):
+                    await quiet()
+                    await side(number)
             if config.profile:
                 await quiet()
                 await self._profile_pipeline(voltpay, database, db)
@@ -734,7 +743,7 @@ class Bench:
         config = self.config
         connections = config.drain_connections
         for number in range(config.drain_rounds):
-            for state in ("idle", "draining"):
+            for state in in_turns(number, "idle", "draining"):
                 await quiet()
                 backlog = 0
                 if state == "draining":

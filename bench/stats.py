@@ -1,9 +1,13 @@
-"""Small statistics: medians over rounds, percentiles over samples."""
+"""Small statistics: medians over rounds, ratios of the pairs run in turns,
+percentiles over samples."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def median(values: Iterable[float]) -> float | None:
@@ -24,3 +28,22 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return numerator / denominator
+
+
+def in_turns(number: int, first: T, second: T) -> tuple[T, T]:
+    """The two sides of round ``number`` in the order they run: ``first``
+    first in even rounds, ``second`` first in odd ones (ABBA), so that a
+    machine that speeds up or slows down steadily favours neither side."""
+    return (first, second) if number % 2 == 0 else (second, first)
+
+
+def paired_ratios(
+    numerators: Mapping[int, float | None], denominators: Mapping[int, float | None]
+) -> list[float]:
+    """numerator / denominator for every round that has both, in round order."""
+    out = []
+    for number in sorted(numerators.keys() & denominators.keys()):
+        value = ratio(numerators[number], denominators[number])
+        if value is not None:
+            out.append(value)
+    return out

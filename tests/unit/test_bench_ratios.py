@@ -1,0 +1,105 @@
+"""The bench's ratios: each round's pair, run back to back and in alternating
+order, gives one ratio; the figure is their median."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import BenchConfig
+from bench.report import http_rows, summary
+from bench.runner import DrainSample, HttpSample, PipelineSample, Results
+from bench.stats import in_turns, paired_ratios
+
+
+def test_the_first_side_alternates_from_round_to_round() -> None:
+    assert [in_turns(n, "voltpay", "ceiling") for n in range(4)] == [
+        ("voltpay", "ceiling"),
+        ("ceiling", "voltpay"),
+        ("voltpay", "ceiling"),
+        ("ceiling", "voltpay"),
+    ]
+
+
+def test_paired_ratios_match_rounds_and_skip_the_unpaired() -> None:
+    assert paired_ratios({0: 50.0, 1: 60.0, 2: 70.0}, {2: 140.0, 0: 100.0}) == [0.5, 0.5]
+    assert paired_ratios({0: 50.0}, {0: 0.0}) == []
+    assert paired_ratios({0: None}, {0: 10.0}) == []
+
+
+def _http(system: str, number: int, rps: float) -> HttpSample:
+    return HttpSample("pay", system, "postgres", 64, number, rps, 10.0, 20.0, 1000, 0, 0)
+
+
+def _results(*samples: HttpSample) -> Results:
+    results = Results(BenchConfig(connections=[64]))
+    results.http = list(samples)
+    return results
+
+
+def test_a_disturbed_round_on_a_machine_that_speeds_up_leaves_the_ratio_alone() -> None:
+    # voltpay is 0.6 of its ceiling while the machine speeds up from round to
+    # round; in round 1 something else takes the machine during voltpay's turn.
+    results = _results(
+        _http("voltpay", 0, 600.0),
+        _http("ceiling", 0, 1000.0),
+        _http("ceiling", 1, 1100.0),
+        _http("voltpay", 1, 300.0),
+        _http("voltpay", 2, 720.0),
+        _http("ceiling", 2, 1200.0),
+    )
+    [row] = http_rows(results)
+    assert row.round_ratios == pytest.approx((0.6, 300 / 1100, 0.6))
+    assert row.ratio == pytest.approx(0.6)
+    # The two medians come from different rounds: round 0's voltpay against
+    # round 1's ceiling.
+    assert row.ratio_of_medians == pytest.approx(600 / 1100)
+    figures = summary(results)
+    assert figures["pay_pg_ratio"] == pytest.approx(0.6)
+    assert figures["pay_pg_ratio_of_medians"] == pytest.approx(600 / 1100)
+    assert figures["pay_pg_round_ratios"] == pytest.approx([0.6, 300 / 1100, 0.6])
+
+
+def test_one_disturbed_round_does_not_move_the_median() -> None:
+    results = _results(
+        _http("voltpay", 0, 500.0),
+        _http("ceiling", 0, 1000.0),
+        _http("voltpay", 1, 520.0),
+        _http("ceiling", 1, 300.0),  # something else took the machine
+        _http("voltpay", 2, 480.0),
+        _http("ceiling", 2, 1000.0),
+    )
+    assert summary(results)["pay_pg_ratio"] == pytest.approx(0.5)
+
+
+def _pipeline(kind: str, number: int, events_per_s: float, p99_ms: float) -> PipelineSample:
+    return PipelineSample(kind, "sqlite", number, 500, 500, 1.0, events_per_s, 1.0, p99_ms)
+
+
+def test_pipeline_ratios_are_paired_by_round() -> None:
+    results = Results(BenchConfig())
+    results.pipeline = [
+        _pipeline("voltpay-embedded", 0, 90.0, 2000.0),
+        _pipeline("ceiling-embedded", 0, 100.0, 1000.0),
+        _pipeline("voltpay-embedded", 1, 180.0, 1100.0),
+        _pipeline("ceiling-embedded", 1, 200.0, 1000.0),
+        _pipeline("voltpay-embedded", 2, 45.0, 1200.0),
+        _pipeline("ceiling-embedded", 2, 50.0, 1000.0),
+    ]
+    figures = summary(results)
+    assert figures["pipeline_sqlite_ratio"] == pytest.approx(0.9)
+    assert figures["pipeline_ratio"] == pytest.approx(0.9)
+    assert figures["sms_p99_sqlite_ratio"] == pytest.approx(1.2)
+    assert figures["pipeline_sqlite_ratio_of_medians"] == pytest.approx(0.9)
+
+
+def test_the_drain_drop_pairs_each_round_idle_and_draining() -> None:
+    results = Results(BenchConfig())
+    results.drain = [
+        DrainSample("idle", 0, 400.0, 20.0, 0, 4000, 0),
+        DrainSample("draining", 0, 360.0, 25.0, 5000, 4500, 2000),
+        DrainSample("draining", 1, 180.0, 25.0, 5000, 4500, 2000),
+        DrainSample("idle", 1, 200.0, 20.0, 0, 2000, 0),
+    ]
+    figures = summary(results)
+    assert figures["pay_drop_during_drain"] == pytest.approx(0.1)
+    assert figures["pay_drop_during_drain_of_medians"] == pytest.approx(1 - 270 / 300)
