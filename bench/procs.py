@@ -63,6 +63,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """The machine's CPU time so far, in ticks: (all of it, the part stolen),
+    from /proc/stat; None where there is no such file. Stolen time is time a
+    virtual CPU was ready to run while the hypervisor ran another guest."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    name, *values = first.split()
+    if name != "cpu" or len(values) < 8:
+        return None
+    ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time stolen between two readings."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return (after[1] - before[1]) / (after[0] - before[0])
+
+
 @dataclass
 class Process:
     """A child process whose output goes to a log file."""

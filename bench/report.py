@@ -361,6 +361,29 @@ def target_table(verdicts: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def steal_lines(results: Results) -> list[str]:
+    """How much CPU the hypervisor took from this machine while wrk ran."""
+    shares = [s.steal for s in results.http if s.steal is not None]
+    if not shares:
+        return []
+    top = [
+        s.steal
+        for s in results.http
+        if s.steal is not None and s.connections == results.config.top_connections
+    ]
+    worst = max(top or shares)
+    where = f" at {results.config.top_connections} connections" if top else ""
+    return [
+        f"- stolen CPU time (the hypervisor running other guests) while wrk ran: median "
+        f"{100 * (median(shares) or 0.0):.1f}%, at most {100 * worst:.1f}%{where}"
+        + (
+            "; rounds with much of it make their pair's ratio less reliable"
+            if worst >= 0.05
+            else ""
+        )
+    ]
+
+
 def markdown(results: Results, figures: dict[str, Any]) -> str:
     config = results.config
     machine = _machine()
@@ -386,6 +409,7 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         f"SNS/SQS endpoint is {'the instant stub' if config.http_aws == 'stub' else 'embedded'} "
         "(every pay still publishes its event and the daemon still delivers the SMS); the "
         "pipeline figures use the default embedded endpoint",
+        *steal_lines(results),
         "",
         "## Targets",
         "",

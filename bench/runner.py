@@ -91,6 +91,7 @@ class HttpSample:
     requests: int
     errors: int
     wrapped: int
+    steal: float | None = None  # the share of the machine's CPU time stolen meanwhile
 
 
 @dataclass
@@ -433,9 +434,10 @@ class Bench:
             r.requests,
             r.errors,
             r.wrapped,
+            r.steal,
         )
         self.results.http.append(sample)
-        flag = ""
+        flag = "" if r.steal is None else f"  steal {100 * r.steal:4.1f}%"
         if r.errors:
             flag += f"  ({r.errors} errors)"
         if r.wrapped:

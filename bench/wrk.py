@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import die_with_parent, marked_report
+from bench.procs import die_with_parent, machine_ticks, marked_report, steal_share
 
 LUA = Path(__file__).with_name("lua")
 INSTALL_HINT = "apt-get update && apt-get install -y wrk"
@@ -34,6 +34,7 @@ class WrkResult:
     max_ms: float
     errors: int  # socket errors, timeouts and answers >= 400
     wrapped: int  # times a thread ran out of data lines
+    steal: float | None = None  # the share of the machine's CPU time stolen meanwhile
 
     @property
     def rps(self) -> float:
@@ -65,6 +66,7 @@ async def run_wrk(
         if data_file is None:
             raise ValueError("an API mode needs a data file")
         argv += ["-s", str(LUA / "api.lua"), url, "--", mode, str(data_file), str(threads)]
+    ticks = machine_ticks()
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -72,6 +74,7 @@ async def run_wrk(
         preexec_fn=die_with_parent,
     )
     out, err = await process.communicate()
+    steal = steal_share(ticks, machine_ticks())
     text = out.decode(errors="replace")
     raw = marked_report(text)
     if raw is None:
@@ -92,4 +95,5 @@ async def run_wrk(
         max_ms=int(raw["max_us"]) / 1000,
         errors=errors,
         wrapped=int(raw["wrapped"]),
+        steal=steal,
     )

@@ -1,12 +1,14 @@
 """The bench's ratios: each round's pair, run back to back and in alternating
-order, gives one ratio; the figure is their median."""
+order, gives one ratio; the figure is their median. And how much CPU time the
+hypervisor took while they ran, which says how far to trust them."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.config import BenchConfig
-from bench.report import http_rows, summary
+from bench.procs import machine_ticks, steal_share
+from bench.report import http_rows, steal_lines, summary
 from bench.runner import DrainSample, HttpSample, PipelineSample, Results
 from bench.stats import in_turns, paired_ratios
 
@@ -103,3 +105,22 @@ def test_the_drain_drop_pairs_each_round_idle_and_draining() -> None:
     figures = summary(results)
     assert figures["pay_drop_during_drain"] == pytest.approx(0.1)
     assert figures["pay_drop_during_drain_of_medians"] == pytest.approx(1 - 270 / 300)
+
+
+def test_stolen_time_is_read_and_shared_out() -> None:
+    ticks = machine_ticks()
+    assert ticks is not None  # Linux has /proc/stat
+    total, stolen = ticks
+    assert 0 <= stolen <= total
+    assert steal_share((100, 10), (200, 30)) == pytest.approx(0.2)
+    assert steal_share(None, (200, 30)) is None
+    assert steal_share((200, 30), (200, 30)) is None
+
+
+def test_the_report_says_how_much_time_was_stolen() -> None:
+    samples = [_http("voltpay", 0, 500.0), _http("ceiling", 0, 1000.0)]
+    assert steal_lines(_results(*samples)) == []
+    samples[0].steal, samples[1].steal = 0.02, 0.30
+    [line] = steal_lines(_results(*samples))
+    assert "median 16.0%" in line and "at most 30.0% at 64 connections" in line
+    assert "less reliable" in line
