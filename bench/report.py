@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import socket
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,18 +113,16 @@ def http_rows(results: Results) -> list[HttpRow]:
     return rows
 
 
-def _pipeline(results: Results, kind: str, database: str, field: str) -> float | None:
-    return median(
-        getattr(s, field) for s in results.pipeline if s.kind == kind and s.database == database
-    )
-
-
 def _pipeline_rounds(results: Results, kind: str, database: str, field: str) -> dict[int, float]:
     return {
         s.round: getattr(s, field)
         for s in results.pipeline
         if s.kind == kind and s.database == database
     }
+
+
+def _pipeline(results: Results, kind: str, database: str, field: str) -> float | None:
+    return median(_pipeline_rounds(results, kind, database, field).values())
 
 
 def _paired(results: Results, kind: str, against: str, database: str, field: str) -> float | None:
@@ -208,7 +205,8 @@ def summary(results: Results) -> dict[str, Any]:
         {s.round: s.rps for s in results.drain if s.state == "draining"},
         {s.round: s.rps for s in results.drain if s.state == "idle"},
     )
-    out["pay_drop_during_drain"] = 1 - statistics.median(kept) if kept else None
+    kept_median = median(kept)
+    out["pay_drop_during_drain"] = 1 - kept_median if kept_median is not None else None
     out["pay_drop_during_drain_of_medians"] = (
         1 - draining / idle if idle and draining is not None else None
     )
