@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 EventType = Literal[
     "user_registered",
@@ -60,7 +61,7 @@ class MalformedEvent(ValueError):
 
 def parse_envelope(body: str) -> Event:
     try:
-        raw = json.loads(body)
+        raw = orjson.loads(body)
         if not isinstance(raw, dict):
             raise MalformedEvent("the message is not a JSON object")
         type_ = raw["type"]

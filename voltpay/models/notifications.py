@@ -3,13 +3,13 @@ sent) and the append-only audit log."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
@@ -160,7 +160,7 @@ async def append_audit(events: Sequence[Event]) -> None:
     now = datetime.now(UTC)
     values: list[Any] = []
     for event in events:
-        body = json.dumps(event.envelope(), separators=(",", ":"), sort_keys=True)
+        body = orjson.dumps(event.envelope(), option=orjson.OPT_SORT_KEYS).decode()
         values += [event.event_id, event.type, event.occurred_at, now, body]
     await sql.execute(
         _db(),

@@ -3,10 +3,10 @@ state change they describe, published later by the relay."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Subquery
@@ -34,7 +34,7 @@ OUTBOX_ROW = OUTBOX_INSERT + " VALUES ($1, $2, $3, $4, 0, $5)"
 
 def outbox_values(event: Event, now: datetime) -> tuple[Any, ...]:
     """event_id, event_type, body, created_at and next_attempt_at of its row."""
-    body = json.dumps(event.envelope(), separators=(",", ":"))
+    body = orjson.dumps(event.envelope()).decode()
     return event.event_id, event.type, body, now, now
 
 
