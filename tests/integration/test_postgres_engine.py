@@ -153,6 +153,44 @@ async def test_a_statement_on_its_own_errs_as_through_tortoise(empty_postgres_ur
         await close_database()
 
 
+_NEW_USERS = (
+    "INSERT INTO users (id, username, password_hash, phone_number, created_at) "
+    "VALUES ($1, $2, 'x', '+2348000000000', now()), ($3, $4, 'x', '+2348000000001', now())"
+)
+
+
+async def test_a_change_on_its_own_counts_its_rows_and_errs_as_through_tortoise(
+    empty_postgres_url: str,
+) -> None:
+    await open_database(empty_postgres_url, pool_max_size=2, migrate_first=False)
+    try:
+        conn = connections.get("default")
+        # The first statement opens the pool the long way; the rest go short.
+        first, second = uuid.uuid4(), uuid.uuid4()
+        assert await sql.execute(conn, _NEW_USERS, first, "ada", second, "grace") == 2
+        assert await sql.execute(conn, _NEW_USERS, uuid.uuid4(), "alan", uuid.uuid4(), "kay") == 2
+        changed = await sql.execute(
+            conn, "UPDATE users SET phone_number = $1 WHERE id IN ($2, $3)", "+1", first, second
+        )
+        assert changed == 2
+        assert await sql.execute(conn, "DELETE FROM users WHERE id = $1", uuid.uuid4()) == 0
+        with pytest.raises(IntegrityError):
+            await sql.execute(conn, _NEW_USERS, uuid.uuid4(), "ada", uuid.uuid4(), "edsger")
+        with pytest.raises(OperationalError):
+            await sql.execute(conn, "UPDATE no_such_table SET x = $1", 1)
+        phones = await sql.rows(conn, "SELECT phone_number FROM users ORDER BY phone_number")
+        assert [row["phone_number"] for row in phones] == [
+            "+1",
+            "+1",
+            "+2348000000000",
+            "+2348000000001",
+        ]
+        assert isinstance(conn._pool, Pool)
+        assert not conn._pool._lent
+    finally:
+        await close_database()
+
+
 async def test_a_statement_inside_a_transaction_stays_in_it(empty_postgres_url: str) -> None:
     await open_database(empty_postgres_url, pool_max_size=2, migrate_first=False)
     try:

@@ -304,12 +304,31 @@ class Client(AsyncpgDBClient):
             list[dict[str, Any]], await self._translate_exceptions(_fetch, pool, query, values)
         )
 
+    async def run_change(self, query: str, values: Sequence[Any]) -> int:
+        """One statement outside any transaction that returns no rows: how
+        many rows it changed, by the same short way as ``run_statement``.
+        (Tortoise's ``execute_query`` counts 0 for every INSERT: it reads the
+        second word of "INSERT 0 3".)"""
+        return cast(int, await self._translate_exceptions(_change, query, values))
+
 
 async def _fetch(
     _client: Client, pool: Pool, query: str, values: Sequence[Any]
 ) -> list[dict[str, Any]]:
     async with pool.acquire() as connection:
         return [dict(row) for row in await connection.fetch(query, *values)]
+
+
+async def _change(client: Client, query: str, values: Sequence[Any]) -> int:
+    if client._pool is None:  # nobody has used the client yet: Tortoise opens the pool
+        async with client.acquire_connection():
+            pass
+    pool: Pool = client._pool  # type: ignore[assignment]
+    async with pool.acquire() as connection:
+        status: str = await connection.execute(query, *values)
+    # "INSERT 0 3", "UPDATE 2", "DELETE 0": the count is the last word.
+    count = status.rpartition(" ")[2]
+    return int(count) if count.isdigit() else 0
 
 
 client_class = Client

@@ -81,6 +81,8 @@ async def execute(conn: BaseDBAsyncClient, sql: str, *values: Any) -> int:
     if isinstance(conn, sqlite_engine.Client):
         changed, _ = await conn.run_statement(*for_sqlite(sql, *values))
         return changed
+    if isinstance(conn, postgres_engine.Client):
+        return await conn.run_change(sql, [_param(v, False) for v in values])
     query, params = _prepare(conn, sql, values)
     changed, _ = await conn.execute_query(query, params)
     return int(changed)
