@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import re
 from datetime import UTC, datetime
@@ -266,6 +267,35 @@ async def test_only_the_most_recent_request_ids_are_remembered() -> None:
     assert (await provider.requery("request-1")).status is VendStatus.NOT_FOUND
     assert (await provider.requery("request-2")).status is VendStatus.SUCCESS
     assert (await provider.requery("request-3")).status is VendStatus.SUCCESS
+
+
+async def test_remembered_requests_leave_the_garbage_collector_nothing_to_walk() -> None:
+    """20,000 remembered requests must not be 20,000 more objects that every
+    full collection of a busy daemon walks."""
+    provider = make_provider(failure_rate=0.5, rng=random.Random(7))
+    await provider.vend("request-0", METER, 10000)
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    outcomes: dict[str, VendStatus] = {}
+    for number in range(1, 501):
+        request_id = f"request-{number}"
+        try:
+            await provider.vend(request_id, METER, 10000)
+            outcomes[request_id] = VendStatus.SUCCESS
+        except VendFailed:
+            outcomes[request_id] = VendStatus.FAILED
+    gc.collect()
+
+    assert len(gc.get_objects()) - tracked_before < 50
+    assert set(outcomes.values()) == {VendStatus.SUCCESS, VendStatus.FAILED}
+    for request_id, status in outcomes.items():
+        answer = await provider.requery(request_id)
+        assert answer.status is status
+        if status is VendStatus.SUCCESS:
+            assert answer.result == await provider.vend(request_id, METER, 10000)
+            assert answer.result is not None and answer.result.request_id == request_id
+        else:
+            assert answer.reason == "the provider declined the vend (simulated failure)"
 
 
 @pytest.mark.parametrize(
