@@ -199,9 +199,19 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the HTTP listener has no address")
 
 
+# Net new objects before the collector looks at the youngest ones (CPython's
+# default is 700). The objects of the requests in flight alone outnumber 700:
+# under pay load at 64 connections the collector ran about 50 times a second,
+# 0.6 ms each, walking live requests and promoting them to the older
+# generations, whose passes then took up to 80 ms. With 7,000, requests finish
+# and free their objects first: 43 young passes instead of 1,898 over the same
+# 30 s of load, 0.14 s of collecting instead of 1.65 s.
+YOUNG_GENERATION_THRESHOLD = 7000
+
+
 def settle_heap() -> None:
     """Collect start-up garbage, then move every object alive now out of the
-    collector's reach.
+    collector's reach, and let the young generation hold the requests in flight.
 
     What start-up builds (modules, AWS service models, the ORM's and the
     actors' objects) lives as long as the process, yet each full collection
@@ -211,6 +221,8 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 
 
 async def serve(settings: Settings, **collaborators: Any) -> int:
