@@ -296,13 +296,8 @@ class Client(AsyncpgDBClient):
         statement): with the three statements of a payment going this way, the
         daemon's CPU per payment fell by 4% (bench/results/2026-11-29-vm.md).
         """
-        pool = self._pool
-        if pool is None:  # nobody has used the client yet
-            return list(await self.execute_query_dict(query, list(values)))
         # (Tortoise annotates the translator as returning an Exception.)
-        return cast(
-            list[dict[str, Any]], await self._translate_exceptions(_fetch, pool, query, values)
-        )
+        return cast(list[dict[str, Any]], await self._translate_exceptions(_fetch, query, values))
 
     async def run_change(self, query: str, values: Sequence[Any]) -> int:
         """One statement outside any transaction that returns no rows: how
@@ -312,19 +307,21 @@ class Client(AsyncpgDBClient):
         return cast(int, await self._translate_exceptions(_change, query, values))
 
 
-async def _fetch(
-    _client: Client, pool: Pool, query: str, values: Sequence[Any]
-) -> list[dict[str, Any]]:
-    async with pool.acquire() as connection:
-        return [dict(row) for row in await connection.fetch(query, *values)]
-
-
-async def _change(client: Client, query: str, values: Sequence[Any]) -> int:
+async def _pool_of(client: Client) -> Pool:
     if client._pool is None:  # nobody has used the client yet: Tortoise opens the pool
         async with client.acquire_connection():
             pass
     pool: Pool = client._pool  # type: ignore[assignment]
-    async with pool.acquire() as connection:
+    return pool
+
+
+async def _fetch(client: Client, query: str, values: Sequence[Any]) -> list[dict[str, Any]]:
+    async with (await _pool_of(client)).acquire() as connection:
+        return [dict(row) for row in await connection.fetch(query, *values)]
+
+
+async def _change(client: Client, query: str, values: Sequence[Any]) -> int:
+    async with (await _pool_of(client)).acquire() as connection:
         status: str = await connection.execute(query, *values)
     # "INSERT 0 3", "UPDATE 2", "DELETE 0": the count is the last word.
     count = status.rpartition(" ")[2]
