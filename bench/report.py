@@ -197,15 +197,13 @@ def summary(results: Results) -> dict[str, Any]:
     out["pipeline_instant_events_per_s"] = _pipeline(results, "bridges-stub", "-", "events_per_s")
     out["pipeline_instant_raw_events_per_s"] = _pipeline(results, "raw-stub", "-", "events_per_s")
 
-    idle = median(s.rps for s in results.drain if s.state == "idle")
-    draining = median(s.rps for s in results.drain if s.state == "draining")
+    idle_rounds = {s.round: s.rps for s in results.drain if s.state == "idle"}
+    draining_rounds = {s.round: s.rps for s in results.drain if s.state == "draining"}
+    idle = median(idle_rounds.values())
+    draining = median(draining_rounds.values())
     out["pay_rate_idle"] = idle
     out["pay_rate_draining"] = draining
-    kept = paired_ratios(
-        {s.round: s.rps for s in results.drain if s.state == "draining"},
-        {s.round: s.rps for s in results.drain if s.state == "idle"},
-    )
-    kept_median = median(kept)
+    kept_median = median(paired_ratios(draining_rounds, idle_rounds))
     out["pay_drop_during_drain"] = 1 - kept_median if kept_median is not None else None
     out["pay_drop_during_drain_of_medians"] = (
         1 - draining / idle if idle and draining is not None else None
