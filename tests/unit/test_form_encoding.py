@@ -23,6 +23,12 @@ def test_form_quote_matches_quote_plus() -> None:
         assert form_quote(text.encode()) == urllib.parse.quote_plus(text.encode(), safe="")
 
 
+def test_quoting_never_quotes_its_own_escapes_again() -> None:
+    # '%' and '+' are replaced before the characters whose escapes bring them in.
+    for text in ("%", "+", " ", "% +", "%2B+ %20", "a b+c%d", "%%++  ", '100% + 1 = {"x": 2}'):
+        assert form_quote(text) == urllib.parse.quote_plus(text, safe="")
+
+
 def test_the_encoded_body_is_the_one_botocore_builds() -> None:
     data: dict[str, object] = {
         "Action": "PublishBatch",
