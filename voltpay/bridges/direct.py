@@ -9,10 +9,11 @@ CPU per event through the client (a fifth to a third of a payment's CPU), 0.28
 ms through here (bench/results/2026-11-29-vm.md).
 
 What stays botocore's: the wire protocol (its serializer and parser for the
-service, driven by the client's own service model, validation included), SigV4
-signing, the credential chain, the retry rules of its "standard" mode, and on
+service, driven by the client's own service model, validation included), the
+credential chain, the retry rules of its "standard" mode, and on
 an error answer the client's own handlers and modeled exceptions, so a caller
 sees the same answers and the same errors as from the client. What is ours:
+the SigV4 signature (``signing.Signer``, header for header botocore's), and
 sending the signed request with aiohttp and trying it again as that mode would
 (without its retry quota: the relay and the poller back off on their own).
 
@@ -29,8 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest, AWSResponse
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import (
     ConnectionClosedError,
     EndpointConnectionError,
@@ -48,6 +48,7 @@ from botocore.retries.standard import (
 from botocore.serialize import create_serializer
 
 from voltpay.bridges.forms import form_encode
+from voltpay.bridges.signing import Signer
 
 # botocore's serializers, parsers and retry rules know these two protocols.
 _PROTOCOLS = frozenset({"query", "json"})
@@ -82,6 +83,7 @@ class DirectCalls:
         self._user_agent = user_agent
         self._serializer = create_serializer(model.protocol, include_validation=True)
         self._parser = create_parser(model.protocol)
+        self._signers: dict[str, Signer] = {}
         self._retries = RetryPolicy(
             StandardRetryConditions(max_attempts=max_attempts), ExponentialBackoff(random=rng)
         )
@@ -152,10 +154,16 @@ class DirectCalls:
         if self._credentials is None:
             raise NoCredentialsError()
         credentials = await self._credentials.get_frozen_credentials()
-        signed = AWSRequest("POST", url, data=data, headers=dict(headers))
-        SigV4Auth(credentials, self._model.signing_name, self._region).add_auth(signed)
-        async with self._http.post(url, data=data, headers=dict(signed.headers.items())) as reply:
+        signed = self._signer(url).sign(headers, data, credentials)
+        async with self._http.post(url, data=data, headers=signed) as reply:
             return reply.status, reply.headers, await reply.read()
+
+    def _signer(self, url: str) -> Signer:
+        signer = self._signers.get(url)
+        if signer is None:
+            signer = Signer(url, service=self._model.signing_name, region=self._region)
+            self._signers[url] = signer
+        return signer
 
 
 def _connection_error(url: str, exc: BaseException) -> Exception:
