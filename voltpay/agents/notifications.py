@@ -46,9 +46,10 @@ class _Sent:
 
 
 class NotificationsAgent:
-    """Takes the events of one SQS receive at a time, so that the inbox, the
-    notification rows and the "sent" marks cost one statement per batch, not
-    one per event; the SMS sends of a batch run side by side."""
+    """Takes the events of one SQS receive at a time, so that the inbox and
+    the notification rows (one statement on PostgreSQL) and the "sent" marks
+    cost a statement per batch, not one per event; the SMS sends of a batch
+    run side by side."""
 
     name = "notifications"
 
@@ -80,22 +81,20 @@ class NotificationsAgent:
             # The extra copies share their original's outcome: never a second SMS.
             self._metrics.sqs_duplicates_skipped.inc(len(events) - len(unique))
         received = [self._received(event) for event in unique.values()]
-        await store.record_inbox(received)
+        created = await store.receive(received, self._lease)
         outcome = {r.event_id: Disposition.DONE for r in received if r.body is None}
-        wanted = [r for r in received if r.body is not None]
-        phones = await store.phones_of({r.user_id for r in wanted if r.user_id is not None})
-        created = await store.create_claimed(wanted, phones, self._lease)
         work = []
-        for r in wanted:
-            phone = phones.get(r.user_id) if r.user_id is not None else None
-            notification_id = created.get(r.event_id)
-            if notification_id is None:
-                work.append(self._seen_before(r, phone))
-            elif not phone:
-                await store.mark_failed(notification_id, self._sender.name, "no phone number")
+        for r in received:
+            if r.body is None:
+                continue
+            made = created.get(r.event_id)
+            if made is None:
+                work.append(self._seen_before(r))
+            elif not made.to:
+                await store.mark_failed(made.notification_id, self._sender.name, "no phone number")
                 outcome[r.event_id] = Disposition.DONE
             else:
-                work.append(self._send(notification_id, phone, r))
+                work.append(self._send(made.notification_id, made.to, r))
         results = await asyncio.gather(*work)
         sent: dict[str, dict[uuid.UUID, str]] = {}
         for event_id, disposition, done in results:
@@ -116,9 +115,11 @@ class NotificationsAgent:
             body = None
         return store.Received(event.event_id, event.type, _uuid(event.data.get("userId")), body)
 
-    async def _seen_before(self, r: store.Received, phone: str | None) -> _Outcome:
+    async def _seen_before(self, r: store.Received) -> _Outcome:
         """A redelivery, or a duplicate of an event another consumer holds."""
         assert r.body is not None
+        phones = await store.phones_of({r.user_id} if r.user_id is not None else set())
+        phone = phones.get(r.user_id) if r.user_id is not None else None
         notification = await store.ensure_notification(
             r.event_id, r.event_type, r.user_id, phone or "", r.body
         )

@@ -3,6 +3,7 @@ sent) and the append-only audit log."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,76 @@ async def phones_of(user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
         *user_ids,
     )
     return {uuid.UUID(str(row["id"])): str(row["phone_number"]) for row in found}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A notification row just created, already claimed by us."""
+
+    notification_id: uuid.UUID
+    to: str  # the user's phone number; empty when there is none
+
+
+async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid.UUID, Claimed]:
+    """Note every event id in the inbox and create, already claimed by us,
+    the notification row of each event that has an SMS: event id → the new
+    row, for those whose row did not exist yet.
+
+    On PostgreSQL one statement does all of it (the inbox rows, the phone
+    numbers and the notification rows), where three took three round trips;
+    on SQLite (no INSERT inside WITH) the three run one after another.
+    """
+    if not events:
+        return {}
+    wanted = [e for e in events if e.body is not None]
+    conn = _db()
+    if not wanted or sql.is_sqlite(conn):
+        await record_inbox(events)
+        phones = await phones_of({e.user_id for e in wanted if e.user_id is not None})
+        created = await create_claimed(wanted, phones, lease_seconds)
+        claimed: dict[uuid.UUID, Claimed] = {}
+        for e in wanted:
+            notification_id = created.get(e.event_id)
+            if notification_id is not None:
+                to = phones.get(e.user_id, "") if e.user_id is not None else ""
+                claimed[e.event_id] = Claimed(notification_id, to)
+        return claimed
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=lease_seconds)
+    values: list[Any] = [QUEUED, until, now]
+    for e in events:
+        values += [e.event_id, e.event_type, now]
+    for e in wanted:
+        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body]
+    made = await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values)
+    return {
+        uuid.UUID(str(row["event_id"])): Claimed(uuid.UUID(str(row["id"])), str(row["to"]))
+        for row in made
+    }
+
+
+@functools.lru_cache(maxsize=128)
+def _receive_statement(events: int, wanted: int) -> str:
+    inbox = ", ".join(
+        f"(${4 + 3 * i}::uuid, ${5 + 3 * i}::text, ${6 + 3 * i}::timestamptz)"
+        for i in range(events)
+    )
+    first = 4 + 3 * events
+    rows = ", ".join(
+        f"(${n}::uuid, ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::uuid, ${n + 4}::text)"
+        for n in range(first, first + 5 * wanted, 5)
+    )
+    return (
+        f"WITH inbox_rows AS (INSERT INTO inbox (event_id, event_type, received_at) "
+        f"VALUES {inbox} ON CONFLICT (event_id) DO NOTHING) "
+        'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
+        "attempts, claimed_until, created_at) "
+        "SELECT v.id, v.event_id, v.event_type, v.user_id, COALESCE(u.phone_number, ''), "
+        "v.body, $1, 1, $2, $3 "
+        f"FROM (VALUES {rows}) AS v (id, event_id, event_type, user_id, body) "
+        "LEFT JOIN users u ON u.id = v.user_id "
+        'ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"'
+    )
 
 
 async def create_claimed(
