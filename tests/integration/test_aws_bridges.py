@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from types import SimpleNamespace
 from typing import Any, cast
@@ -120,17 +119,6 @@ def recording(clients: AwsClients) -> tuple[AwsClients, RecordingClient, Recordi
         endpoint_url=clients.endpoint_url,
     )
     return view, sns, sqs
-
-
-@pytest.fixture
-async def aws(moto_server_url: str) -> AsyncIterator[AwsClients]:
-    clients = await AwsClients.open(
-        endpoint_url=moto_server_url, region=REGION, access_key_id=None, secret_access_key=None
-    )
-    try:
-        yield clients
-    finally:
-        await clients.close()
 
 
 @pytest.fixture
