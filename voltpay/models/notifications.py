@@ -40,18 +40,31 @@ class Received:
     body: str | None  # the SMS text; None when the event has no SMS
 
 
+_NOTIFICATION_INSERT = (
+    'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
+    "attempts, claimed_until, created_at) "
+)
+
+
+def _inbox_insert(count: int) -> str:
+    """The inbox rows of ``count`` events, their values from ``$1`` on
+    (``_inbox_values``); a redelivery changes nothing."""
+    return (
+        "INSERT INTO inbox (event_id, event_type, received_at) VALUES "
+        + sql.value_rows(count, 3)
+        + " ON CONFLICT (event_id) DO NOTHING"
+    )
+
+
+def _inbox_values(events: Sequence[Received], now: datetime) -> list[Any]:
+    return [value for e in events for value in (e.event_id, e.event_type, now)]
+
+
 async def record_inbox(events: Sequence[Received]) -> None:
     """Note every event id as received (a redelivery changes nothing)."""
     if not events:
         return
-    now = datetime.now(UTC)
-    await sql.execute(
-        _db(),
-        "INSERT INTO inbox (event_id, event_type, received_at) VALUES "
-        + sql.value_rows(len(events), 3)
-        + " ON CONFLICT (event_id) DO NOTHING",
-        *(value for e in events for value in (e.event_id, e.event_type, now)),
-    )
+    await sql.execute(_db(), _inbox_insert(len(events)), *_inbox_values(events, datetime.now(UTC)))
 
 
 async def phones_of(user_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -98,12 +111,10 @@ async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid
                 claimed[e.event_id] = Claimed(notification_id, to)
         return claimed
     now = datetime.now(UTC)
-    until = now + timedelta(seconds=lease_seconds)
-    values: list[Any] = [QUEUED, until, now]
-    for e in events:
-        values += [e.event_id, e.event_type, now]
+    values = _inbox_values(events, now)
     for e in wanted:
         values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body]
+    values += [QUEUED, now + timedelta(seconds=lease_seconds), now]
     made = await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values)
     return {
         uuid.UUID(str(row["event_id"])): Claimed(uuid.UUID(str(row["id"])), str(row["to"]))
@@ -113,22 +124,20 @@ async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid
 
 @functools.lru_cache(maxsize=128)
 def _receive_statement(events: int, wanted: int) -> str:
-    inbox = ", ".join(
-        f"(${4 + 3 * i}::uuid, ${5 + 3 * i}::text, ${6 + 3 * i}::timestamptz)"
-        for i in range(events)
-    )
-    first = 4 + 3 * events
+    """The inbox rows' values first, then each wanted event's id, event id,
+    type, user id and body (typed: a VALUES list in FROM has no column types
+    to go by), then the status, the lease's end and now."""
+    first = 1 + 3 * events
     rows = ", ".join(
         f"(${n}::uuid, ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::uuid, ${n + 4}::text)"
         for n in range(first, first + 5 * wanted, 5)
     )
+    last = first + 5 * wanted
     return (
-        f"WITH inbox_rows AS (INSERT INTO inbox (event_id, event_type, received_at) "
-        f"VALUES {inbox} ON CONFLICT (event_id) DO NOTHING) "
-        'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
-        "attempts, claimed_until, created_at) "
-        "SELECT v.id, v.event_id, v.event_type, v.user_id, COALESCE(u.phone_number, ''), "
-        "v.body, $1, 1, $2, $3 "
+        f"WITH inbox_rows AS ({_inbox_insert(events)}) "
+        + _NOTIFICATION_INSERT
+        + "SELECT v.id, v.event_id, v.event_type, v.user_id, COALESCE(u.phone_number, ''), "
+        f"v.body, ${last}, 1, ${last + 1}, ${last + 2} "
         f"FROM (VALUES {rows}) AS v (id, event_id, event_type, user_id, body) "
         "LEFT JOIN users u ON u.id = v.user_id "
         'ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"'
@@ -151,8 +160,8 @@ async def create_claimed(
         values += [until, now]
     created = await sql.rows(
         _db(),
-        'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
-        "attempts, claimed_until, created_at) VALUES "
+        _NOTIFICATION_INSERT
+        + "VALUES "
         + sql.value_rows(len(events), 10)
         + " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
         *values,
