@@ -102,23 +102,20 @@ async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid
     if not wanted or sql.is_sqlite(conn):
         await record_inbox(events)
         phones = await phones_of({e.user_id for e in wanted if e.user_id is not None})
-        created = await create_claimed(wanted, phones, lease_seconds)
-        claimed: dict[uuid.UUID, Claimed] = {}
-        for e in wanted:
-            notification_id = created.get(e.event_id)
-            if notification_id is not None:
-                to = phones.get(e.user_id, "") if e.user_id is not None else ""
-                claimed[e.event_id] = Claimed(notification_id, to)
-        return claimed
+        return await create_claimed(wanted, phones, lease_seconds)
     now = datetime.now(UTC)
     values = _inbox_values(events, now)
     for e in wanted:
         values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body]
     values += [QUEUED, now + timedelta(seconds=lease_seconds), now]
-    made = await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values)
+    return _claimed(await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values))
+
+
+def _claimed(rows: Sequence[Mapping[str, Any]]) -> dict[uuid.UUID, Claimed]:
+    """Rows returned as ``id, event_id, "to"``: event id → the new row."""
     return {
         uuid.UUID(str(row["event_id"])): Claimed(uuid.UUID(str(row["id"])), str(row["to"]))
-        for row in made
+        for row in rows
     }
 
 
@@ -146,9 +143,9 @@ def _receive_statement(events: int, wanted: int) -> str:
 
 async def create_claimed(
     events: Sequence[Received], phones: Mapping[uuid.UUID, str], lease_seconds: float
-) -> dict[uuid.UUID, uuid.UUID]:
+) -> dict[uuid.UUID, Claimed]:
     """The notification rows, created already claimed by us, in one statement:
-    event id → notification id for those that did not exist yet."""
+    event id → the new row, for those that did not exist yet."""
     if not events:
         return {}
     now = datetime.now(UTC)
@@ -163,10 +160,10 @@ async def create_claimed(
         _NOTIFICATION_INSERT
         + "VALUES "
         + sql.value_rows(len(events), 10)
-        + " ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id",
+        + ' ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"',
         *values,
     )
-    return {uuid.UUID(str(row["event_id"])): uuid.UUID(str(row["id"])) for row in created}
+    return _claimed(created)
 
 
 async def ensure_notification(
