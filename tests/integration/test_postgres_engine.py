@@ -130,6 +130,22 @@ async def test_voltpay_runs_on_its_own_pool(postgres_url: str) -> None:
         await close_database()
 
 
+async def test_the_url_may_size_the_pool_and_the_migrations_still_run(
+    postgres_url: str,
+) -> None:
+    """The migration step opens a small pool of its own: a ``minsize`` above
+    its size in the URL once stopped the daemon before it served."""
+    await open_database(f"{postgres_url}?minsize=5", pool_max_size=6, migrate_first=True)
+    try:
+        conn = connections.get("default")
+        assert isinstance(conn, Client)
+        assert await sql.rows(conn, "SELECT 1 AS one") == [{"one": 1}]
+        assert isinstance(conn._pool, Pool)
+        assert (conn._pool.get_size(), conn._pool.get_max_size()) == (5, 6)
+    finally:
+        await close_database()
+
+
 _NEW_USER = (
     "INSERT INTO users (id, username, password_hash, phone_number, created_at) "
     "VALUES ($1, $2, 'x', '+2348000000000', now()) RETURNING id"

@@ -8,8 +8,16 @@ import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,15 +37,44 @@ class HttpSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
-    url: str = "sqlite://var/voltpay.sqlite3"
+    # Before ``url``, whose check reads it.
     pool_max_size: int = Field(default=20, ge=1)
+    url: str = "sqlite://var/voltpay.sqlite3"
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "postgres://", "postgresql://")):
+    def _known_scheme(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith("sqlite://"):
+            return value
+        if not value.startswith(("postgres://", "postgresql://")):
             raise ValueError("must start with sqlite:// or postgres://")
+        if "pool_max_size" in info.data:  # else that setting's own error is reported
+            _check_pool_sizes(value, info.data["pool_max_size"])
         return value
+
+
+def _check_pool_sizes(url: str, pool_max_size: int) -> None:
+    """A PostgreSQL URL may size the pool itself (``?minsize=&maxsize=``, which
+    win over ``pool_max_size``): refuse sizes the pool would refuse only once
+    the daemon is starting."""
+    query = parse_qs(urlsplit(url).query)
+    sizes: dict[str, int] = {}
+    for name in ("minsize", "maxsize"):
+        if name in query:
+            try:
+                sizes[name] = int(query[name][-1])
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number") from None
+    largest = sizes.get("maxsize", pool_max_size)
+    if largest < 1:
+        raise ValueError("maxsize must be at least 1")
+    smallest = sizes.get("minsize", 1)
+    if not 0 <= smallest <= largest:
+        source = "its maxsize" if "maxsize" in sizes else "VOLTPAY_DATABASE__POOL_MAX_SIZE"
+        raise ValueError(
+            f"minsize={smallest} must be between 0 and the pool's largest size, "
+            f"{largest} ({source})"
+        )
 
 
 class AwsSettings(BaseModel):

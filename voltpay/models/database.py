@@ -18,6 +18,8 @@ MODEL_MODULES = ["voltpay.models.tables"]
 MIGRATIONS_MODULE = "voltpay.models.migrations"
 SQLITE_ENGINE = "voltpay.models.sqlite_engine"
 POSTGRES_ENGINE = "voltpay.models.postgres_engine"
+# Migrations run their statements one after another.
+MIGRATION_POOL_SIZE = 2
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
 
 
@@ -62,7 +64,11 @@ def _ensure_sqlite_folder(url: str) -> None:
 async def apply_migrations(url: str) -> None:
     """Apply every versioned migration not yet applied (idempotent)."""
     _ensure_sqlite_folder(url)
-    config = tortoise_config(url, pool_max_size=2)
+    config = tortoise_config(url, pool_max_size=MIGRATION_POOL_SIZE)
+    credentials = config["connections"]["default"]["credentials"]
+    if "maxsize" in credentials:
+        # A pool of its own size, whatever the URL asks for the daemon's.
+        credentials.update(minsize=1, maxsize=MIGRATION_POOL_SIZE)
     try:
         await migrate(config=config)
     finally:
