@@ -16,6 +16,8 @@ from voltpay.domain.money import AmountError, format_minor, from_minor, parse_am
         (5, Decimal("5.00")),
         (" 7.5 ", Decimal("7.50")),
         (Decimal("1E+2"), Decimal("100.00")),
+        (Decimal("100.000"), Decimal("100.00")),
+        (Decimal("1.5000000000000000000000000000000000"), Decimal("1.50")),
     ],
 )
 def test_amounts_users_may_send(raw: object, expected: Decimal) -> None:
@@ -42,6 +44,12 @@ def test_amounts_users_may_send(raw: object, expected: Decimal) -> None:
         (Decimal("Infinity"), "invalid_amount"),
         ("NaN", "invalid_amount"),
         (Decimal("1E+300"), "amount_above_maximum"),
+        # Exponents past any arithmetic context's limits: refused, never raised.
+        (Decimal("1e999999999999"), "amount_above_maximum"),
+        (Decimal("-1e999999999999"), "amount_not_positive"),
+        (Decimal("1e-1000030"), "invalid_amount"),
+        (Decimal("1e-999999999"), "invalid_amount"),
+        (Decimal("0e-1000030"), "amount_not_positive"),
     ],
 )
 def test_amounts_refused_with_a_code(raw: object, code: str) -> None:

@@ -43,14 +43,26 @@ def parse_amount(value: object) -> Decimal:
         raise AmountError("invalid_amount", "amount must be a number or a decimal string")
     if not amount.is_finite():
         raise AmountError("invalid_amount", "amount must be a finite number")
-    exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
+    if _places(amount) > 2:
         raise AmountError("invalid_amount", "amount has more than 2 decimal places")
     if amount <= 0:
         raise AmountError("amount_not_positive", "amount must be greater than 0")
     if amount >= _TOO_LARGE:
         raise AmountError("amount_above_maximum", "amount is far above any limit")
     return amount.quantize(_CENT)
+
+
+def _places(amount: Decimal) -> int:
+    """Decimal places of a finite amount, trailing zeros not counted, read
+    off its digits: arithmetic (``normalize``) overflows on an exponent such
+    as 1e999999999999, and a JSON number may carry one."""
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    text = "".join(map(str, digits))
+    significant = text.rstrip("0")
+    if not significant:  # zero has no places, however it is written
+        return 0
+    return max(0, -(exponent + len(text) - len(significant)))
 
 
 def to_minor(amount: Decimal) -> int:
