@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
+from voltpay.http.bodies import read_body
 from voltpay.http.context import CURRENT_USER, SERVICES, TOKEN_DIGEST, Services
 from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
@@ -182,9 +183,12 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _authenticate(request: web.Request) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthorized()
-    digest = auth.token_digest(token.strip())
+    if not token.isascii():  # no token voltpay issues is anything else
+        raise unauthorized("the token is unknown, expired or logged out")
+    digest = auth.token_digest(token)
     user = await user_store.session_user(digest)
     if user is None:
         raise unauthorized("the token is unknown, expired or logged out")
@@ -204,7 +208,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
         )
     user = request.get(CURRENT_USER)
     scope = str(user.id) if user is not None else "anonymous"
-    body = await request.read()
+    body = await read_body(request)
     digest = hashlib.sha256(
         request.method.encode() + b" " + request.path.encode() + b"\n" + body
     ).hexdigest()

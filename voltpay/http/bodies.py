@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 from voltpay.http.problems import Problem, field_problem
@@ -21,8 +22,32 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The body's bytes; one that cannot be read or decoded is the client's
+    fault, a 400."""
+    try:
+        return await request.read()
+    except RequestPayloadError:  # e.g. Content-Encoding: gzip on plain bytes
+        raise Problem(
+            400, "malformed_body", "the request body could not be decoded as its headers say"
+        ) from None
+    except ConnectionResetError:  # the client went away while sending it
+        raise Problem(400, "malformed_body", "the request body ended early") from None
+
+
+def _encodable(payload: Any) -> bool:
+    """Whether every string in the payload is valid Unicode: JSON's escapes
+    can spell a lone surrogate ("\\ud800"), which no text column, password
+    hasher or log line can take."""
+    try:
+        json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
+
+
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if optional:
             return {}
@@ -37,6 +62,13 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
         payload = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
+    if ("\\ud" in text or "\\uD" in text) and not _encodable(payload):
+        raise field_problem(
+            "body",
+            "invalid_value",
+            "strings may not contain unpaired surrogates (\\ud800 to \\udfff)",
+            problem_code="validation_failed",
+        )
     if "\\u0000" in text:
         # No text column can hold NUL (PostgreSQL refuses it): refuse it here.
         raise field_problem(

@@ -13,7 +13,10 @@ from voltpay.models.pagination import DEFAULT_PAGE, MAX_PAGE, InvalidCursor, new
 
 def _limit(request: web.Request) -> int:
     raw_limit = request.query.get("limit", str(DEFAULT_PAGE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    # ASCII digits only (str.isdigit also takes superscripts and the digits
+    # of other scripts, which int() refuses or reads), and few of them.
+    well_formed = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 6
+    if not well_formed or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise field_problem(
             "limit", "invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}"
         )

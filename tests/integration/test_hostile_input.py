@@ -1,0 +1,151 @@
+"""Input that once reached a 500: each gets a 4xx problem and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import uuid
+
+import pytest
+
+from tests.client import Api
+from tests.integration.test_api_contract import JSON, assert_problem
+from voltpay.daemon.runtime import Daemon
+
+
+async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, str]:
+    """Send bytes no HTTP client library would send; the status and the
+    response's Content-Type."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + b"Host: voltpay\r\nConnection: close\r\n\r\n" + body)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    lines = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers.get("Content-Type", "")
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        (b"1e999999999999", "amount_above_maximum"),
+        (b"1e-1000030", "invalid_amount"),
+        (b"-1e999999999999", "amount_not_positive"),
+    ],
+)
+async def test_amounts_with_extreme_exponents_are_refused(
+    api: Api, number: bytes, code: str
+) -> None:
+    who = await api.customer(funds="10.00")
+    for path, body in [
+        (f"/api/wallets/{who.wallet_id}/add-funds", b'{"amount": ' + number + b"}"),
+        ("/api/electricity/verify", b'{"meterNumber": "A123456", "amount": ' + number + b"}"),
+    ]:
+        reply = await api.call("POST", path, data=body, headers={**JSON, **who.auth})
+        assert_problem(reply, 422, code)
+        assert reply.body["errors"][0]["field"] == "amount"
+    assert await api.balance(who) == "10.00"
+    assert (await api.call("GET", "/api/bills", customer=who)).body["items"] == []
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        "%C2%B2",  # a superscript two: str.isdigit() says yes, int() says no
+        "%D9%A1",  # an Arabic-Indic one: int() would read it as 1
+        "9" * 5000,  # past the digits int() converts
+    ],
+)
+async def test_limits_that_are_not_plain_small_numbers_are_refused(api: Api, limit: str) -> None:
+    who = await api.customer()
+    for path in ("/api/bills", "/api/notifications", f"/api/wallets/{who.wallet_id}/transactions"):
+        reply = await api.call("GET", f"{path}?limit={limit}", customer=who)
+        assert_problem(reply, 422, "invalid_limit")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"username": "\\ud800", "password": "long enough"}',
+        b'{"username": "someone", "password": "\\ud800xxxxxxx"}',
+        b'{"username": "someone", "password": "long enough", "\\udfff": 1}',
+    ],
+)
+async def test_lone_surrogates_are_refused_before_login(api: Api, body: bytes) -> None:
+    reply = await api.call("POST", "/api/auth/login", data=body, headers=JSON)
+    assert_problem(reply, 422, "validation_failed")
+
+
+async def test_lone_surrogates_are_refused_before_register_and_pairs_are_text(api: Api) -> None:
+    def body(password: bytes, *, phone: bool = True) -> bytes:
+        extra = b', "phoneNumber": "+2348012345678"' if phone else b""
+        return b'{"username": "' + name + b'", "password": "' + password + b'"' + extra + b"}"
+
+    name = ("u" + uuid.uuid4().hex[:12]).encode()
+    lone = body(b"\\ud800xxxxxxx")
+    reply = await api.call("POST", "/api/auth/register", data=lone, headers=JSON)
+    assert_problem(reply, 422, "validation_failed")
+    # An escaped pair is one character (U+1F600), and a fine password.
+    pair = b"pw-\\ud83d\\ude00-password"
+    reply = await api.call("POST", "/api/auth/register", data=body(pair), headers=JSON)
+    assert reply.status == 201, reply.body
+    login = body(pair, phone=False)
+    assert (await api.call("POST", "/api/auth/login", data=login, headers=JSON)).status == 200
+
+
+@pytest.mark.parametrize(
+    "authorization", [b"Bearer \xff\xfe", "Bearer caf\u00e9".encode(), b"Bearer \xe2\x82\xac"]
+)
+async def test_a_token_that_is_not_ascii_is_unauthorized(
+    daemon: Daemon, authorization: bytes
+) -> None:
+    assert daemon.port is not None
+    status, content_type = await raw_request(
+        daemon.port, b"GET /api/me HTTP/1.1\r\nAuthorization: " + authorization + b"\r\n"
+    )
+    assert (status, content_type) == (401, "application/problem+json")
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "gzip-lie-1"])
+async def test_a_body_that_is_not_in_its_content_encoding_is_400(
+    api: Api, idempotency_key: str | None
+) -> None:
+    who = await api.customer(funds="10.00")
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    path = f"/api/wallets/{who.wallet_id}/add-funds"
+    reply = await api.call("POST", path, data=b'{"amount": "1.00"}', headers=headers, customer=who)
+    assert_problem(reply, 400, "malformed_body")
+    assert await api.balance(who) == "10.00"
+    # Compressed as it says, the same body is read.
+    compressed = gzip.compress(b'{"amount": "1.00"}')
+    reply = await api.call("POST", path, data=compressed, headers=headers, customer=who)
+    assert reply.status == 200, reply.body
+    assert await api.balance(who) == "11.00"
+
+
+async def test_a_client_gone_mid_body_is_no_error_of_ours(
+    api: Api, daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert daemon.port is not None
+    who = await api.customer(funds="10.00")
+    caplog.set_level(logging.WARNING)
+    _, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    writer.write(
+        f"POST /api/wallets/{who.wallet_id}/add-funds HTTP/1.1\r\nHost: voltpay\r\n"
+        f"Authorization: Bearer {who.token}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n".encode()
+        + b'{"amount": '
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is now reading the body
+    writer.close()
+    await asyncio.sleep(0.3)
+    assert await api.balance(who) == "10.00"
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
