@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import logging
 import uuid
@@ -65,6 +66,18 @@ async def test_limits_that_are_not_plain_small_numbers_are_refused(api: Api, lim
     for path in ("/api/bills", "/api/notifications", f"/api/wallets/{who.wallet_id}/transactions"):
         reply = await api.call("GET", f"{path}?limit={limit}", customer=who)
         assert_problem(reply, 422, "invalid_limit")
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
+async def test_cursors_whose_time_is_outside_any_calendar_in_utc_are_refused(
+    api: Api, moment: str
+) -> None:
+    who = await api.customer()
+    raw = f"{moment}|{uuid.UUID(int=0)}".encode()
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    for path in ("/api/bills", "/api/notifications", f"/api/wallets/{who.wallet_id}/transactions"):
+        reply = await api.call("GET", f"{path}?cursor={cursor}", customer=who)
+        assert_problem(reply, 422, "invalid_cursor")
 
 
 @pytest.mark.parametrize(
@@ -149,3 +162,22 @@ async def test_a_client_gone_mid_body_is_no_error_of_ours(
     assert await api.balance(who) == "10.00"
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == []
+
+
+async def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_one_by_one(
+    api: Api, daemon: Daemon
+) -> None:
+    who = await api.customer()
+    limit = daemon.settings.auth.max_failed_logins
+    guesses = [{"username": who.username, "password": f"guess-{n:04d}"} for n in range(40)]
+    replies = await asyncio.gather(
+        *(api.call("POST", "/api/auth/login", json=guess) for guess in guesses),
+        api.call("POST", "/api/auth/login", json={"username": who.username, "password": "x" * 8}),
+    )
+    statuses = sorted(reply.status for reply in replies)
+    # Only the first ``limit`` attempts had their password checked.
+    assert statuses == [401] * limit + [429] * (len(replies) - limit), statuses
+    locked = await api.call(
+        "POST", "/api/auth/login", json={"username": who.username, "password": who.password}
+    )
+    assert_problem(locked, 429, "too_many_attempts")

@@ -44,11 +44,16 @@ async def register(request: web.Request) -> web.Response:
     )
 
 
-async def _refuse_if_locked(username: str, request: web.Request) -> None:
+async def _start_attempt(username: str, request: web.Request) -> None:
+    """Count this attempt as a failure until its password proves right, or
+    refuse it, uncounted, while the username is locked."""
     settings = services(request).settings.auth
-    failures = await users.recent_failures(username, settings.failed_login_window_seconds)
+    attempt, failures = await users.start_login_attempt(
+        username, settings.failed_login_window_seconds
+    )
     if len(failures) < settings.max_failed_logins:
         return
+    await users.forget_login_attempt(attempt)
     unlock_at = failures[-settings.max_failed_logins] + timedelta(
         seconds=settings.failed_login_window_seconds
     )
@@ -65,10 +70,9 @@ async def _refuse_if_locked(username: str, request: web.Request) -> None:
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
     svc = services(request)
-    await _refuse_if_locked(body.username, request)
+    await _start_attempt(body.username, request)
     user = await users.user_by_username(body.username)
     if not await auth.verify_password(user.password_hash if user else None, body.password):
-        await users.record_failed_login(body.username)
         raise Problem(401, "invalid_credentials", "wrong username or password")
     assert user is not None
     if auth.needs_rehash(user.password_hash):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from tortoise.expressions import Q
@@ -33,8 +33,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         moment = datetime.fromisoformat(created)
         if moment.tzinfo is None:
             raise ValueError("a cursor's time carries its zone")
-        return moment, uuid.UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # In UTC, as the database compares it: 9999-12-31T23:59-23:59 is in
+        # year 10000 there, which neither Python nor asyncpg can write.
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API gave out") from None
 
 

@@ -90,18 +90,35 @@ async def close_session(token_hash: str) -> None:
     await Session.filter(token_hash=token_hash).delete()
 
 
-async def record_failed_login(username: str) -> None:
-    await LoginFailure.create(username=username, failed_at=datetime.now(UTC))
+async def start_login_attempt(username: str, window_seconds: int) -> tuple[int, list[datetime]]:
+    """Record a login attempt as failed before its password is checked, and
+    read the failures recorded before it within the window: the attempt's id
+    and those failures' times, oldest first.
+
+    Counting and recording in one transaction, one username at a time, is
+    what makes the limit hold when attempts come in parallel: counted first
+    and recorded after the password check, a burst of a hundred guesses all
+    read the same low count. The lock is PostgreSQL's transaction-scoped
+    advisory lock (gone at COMMIT, nothing left on the connection); SQLite
+    runs one transaction at a time anyway."""
+    now = datetime.now(UTC)
+    since = now - timedelta(seconds=window_seconds)
+    async with in_transaction() as conn:
+        if not sql.is_sqlite(conn):
+            await conn.execute_query("SELECT pg_advisory_xact_lock(hashtext($1))", [username])
+        earlier = (
+            await LoginFailure.filter(username=username, failed_at__gt=since)
+            .using_db(conn)
+            .order_by("failed_at")
+            .values_list("failed_at", flat=True)
+        )
+        attempt = await LoginFailure.create(username=username, failed_at=now, using_db=conn)
+    return attempt.id, list(earlier)  # type: ignore[arg-type]
 
 
-async def recent_failures(username: str, window_seconds: int) -> list[datetime]:
-    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-    rows = (
-        await LoginFailure.filter(username=username, failed_at__gt=since)
-        .order_by("failed_at")
-        .values_list("failed_at", flat=True)
-    )
-    return list(rows)  # type: ignore[arg-type]
+async def forget_login_attempt(attempt_id: int) -> None:
+    """An attempt refused before its password was checked is no failure."""
+    await LoginFailure.filter(id=attempt_id).delete()
 
 
 async def clear_failures(username: str) -> None:
