@@ -36,6 +36,11 @@ class WalletNotFoundError(DomainError):
     code = "not_found"
 
 
+class BalanceLimitError(DomainError):
+    status = 422
+    code = "balance_limit_reached"
+
+
 class WalletsAgent:
     name = "wallets"
 
@@ -74,5 +79,10 @@ class WalletsAgent:
                 )
         except wallets.WalletNotFound:
             raise WalletNotFoundError("no such wallet") from None
+        except wallets.BalanceLimitReached:
+            raise BalanceLimitError(
+                "this credit would take the balance past the largest a wallet holds "
+                f"({format_minor(wallets.MAX_BALANCE_MINOR)})"
+            ) from None
         self._on_events()
         return FundsAdded(command.wallet_id, movement.balance_after_minor, movement.transaction_id)

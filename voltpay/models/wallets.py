@@ -31,6 +31,15 @@ class WalletNotFound(Exception):
     pass
 
 
+class BalanceLimitReached(Exception):
+    """The credit would take the balance past what its column holds."""
+
+
+# The largest balance a BIGINT (PostgreSQL) or INTEGER (SQLite) holds. Past
+# it PostgreSQL refuses the UPDATE and SQLite turns the sum into a float.
+MAX_BALANCE_MINOR = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Movement:
     transaction_id: uuid.UUID
@@ -103,12 +112,15 @@ async def credit(
         changed = await sql.rows(
             conn,
             "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
-            "WHERE id = $3 AND user_id = $4 RETURNING balance_minor",
+            "WHERE id = $3 AND user_id = $4 AND balance_minor <= $5 RETURNING balance_minor",
             amount_minor,
             now,
             wallet_id,
             owner_id,
+            MAX_BALANCE_MINOR - amount_minor,
         )
+        if not changed and await sql.rows(conn, _OWNED, wallet_id, owner_id):
+            raise BalanceLimitReached(str(wallet_id))
     if len(changed) != 1:
         raise WalletNotFound(str(wallet_id))
     balance = int(changed[0]["balance_minor"])
