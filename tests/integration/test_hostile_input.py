@@ -7,12 +7,16 @@ import base64
 import gzip
 import logging
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from tests.client import Api
 from tests.integration.test_api_contract import JSON, assert_problem
 from voltpay.daemon.runtime import Daemon
+from voltpay.domain.money import format_minor
+from voltpay.models import wallets
+from voltpay.models.tables import IdempotencyRecord, LedgerEntry, Wallet
 
 
 async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, str]:
@@ -181,3 +185,47 @@ async def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_one_by_one(
         "POST", "/api/auth/login", json={"username": who.username, "password": who.password}
     )
     assert_problem(locked, 429, "too_many_attempts")
+
+
+async def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing(
+    api: Api,
+) -> None:
+    who = await api.customer()
+    wallet_id = uuid.UUID(who.wallet_id)
+    # A wallet 0.50 short of the largest balance, its ledger agreeing.
+    almost = wallets.MAX_BALANCE_MINOR - 50
+    await Wallet.filter(id=wallet_id).update(balance_minor=almost)
+    await LedgerEntry.create(
+        id=uuid.uuid4(),
+        wallet_id=wallet_id,
+        kind=wallets.CREDIT,
+        amount_minor=almost,
+        balance_after_minor=almost,
+        created_at=datetime.now(UTC),
+    )
+    reply = await api.fund(who, "1.00")
+    assert_problem(reply, 422, "balance_limit_reached")
+    assert await api.balance(who) == format_minor(almost)
+    assert await wallets.ledger_sum(wallet_id) == almost
+    assert (await api.fund(who, "0.50")).status == 200
+    assert await api.balance(who) == format_minor(wallets.MAX_BALANCE_MINOR)
+    assert await wallets.ledger_sum(wallet_id) == wallets.MAX_BALANCE_MINOR
+
+
+async def test_a_login_answer_is_never_stored_for_replay(api: Api) -> None:
+    who = await api.customer()
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    credentials = {"username": who.username, "password": who.password}
+    first = await api.call("POST", "/api/auth/login", json=credentials, headers=key)
+    again = await api.call("POST", "/api/auth/login", json=credentials, headers=key)
+    assert (first.status, again.status) == (200, 200)
+    assert "Idempotent-Replayed" not in again.headers
+    assert first.body["token"] != again.body["token"]
+    assert await IdempotencyRecord.filter(key=key["Idempotency-Key"]).count() == 0
+    for token in (first.body["token"], again.body["token"]):
+        me = await api.call("GET", "/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status == 200
+    bad = await api.call(
+        "POST", "/api/auth/login", json=credentials, headers={"Idempotency-Key": "\t"}
+    )
+    assert_problem(bad, 400, "invalid_idempotency_key")
