@@ -22,7 +22,13 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
+
+# Upper bounds: past them a setting is a typo, and some would overflow a
+# date or a counter at run time (a 500 on every login, say).
+HOUR = 3600
+TEN_YEARS = 10 * 365 * 24 * 3600
 
 
 class ConfigurationError(Exception):
@@ -33,7 +39,7 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=HOUR)
 
 
 class DatabaseSettings(BaseModel):
@@ -45,9 +51,23 @@ class DatabaseSettings(BaseModel):
     @classmethod
     def _known_scheme(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith("sqlite://"):
+            path = value[len("sqlite://") :].split("?", 1)[0]
+            if path in ("", ":memory:"):
+                # In memory, each connection (the migrations', the daemon's)
+                # would see a database of its own.
+                raise ValueError("sqlite:// needs the path of a file")
             return value
         if not value.startswith(("postgres://", "postgresql://")):
             raise ValueError("must start with sqlite:// or postgres://")
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("the port must be a number") from None
+        if not parts.path.strip("/"):
+            raise ValueError("name the database: postgres://user@host:5432/DATABASE")
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("name the host: postgres://user@HOST:5432/database")
         if "pool_max_size" in info.data:  # else that setting's own error is reported
             _check_pool_sizes(value, info.data["pool_max_size"])
         return value
@@ -116,22 +136,24 @@ class LogSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    token_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    token_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=TEN_YEARS)
     max_failed_logins: int = Field(default=5, ge=1)
-    failed_login_window_seconds: int = Field(default=300, ge=1)
+    failed_login_window_seconds: int = Field(default=300, ge=1, le=TEN_YEARS)
 
 
 class LimitsSettings(BaseModel):
-    max_amount: Decimal = Field(default=Decimal("1000000.00"), gt=0)
+    max_amount: Decimal = Field(
+        default=Decimal("1000000.00"), ge=Decimal("0.01"), lt=Decimal(10) ** 16, decimal_places=2
+    )
     currency: str = Field(default="NGN", pattern=r"^[A-Z]{3}$")
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=TEN_YEARS)
 
 
 class AgentSettings(BaseModel):
-    mailbox_size: int = Field(default=1000, ge=1)
-    bills_concurrency: int = Field(default=32, ge=1)
-    wallets_concurrency: int = Field(default=16, ge=1)
-    notifications_in_flight: int = Field(default=100, ge=1)
+    mailbox_size: int = Field(default=1000, ge=1, le=1_000_000)
+    bills_concurrency: int = Field(default=32, ge=1, le=10_000)
+    wallets_concurrency: int = Field(default=16, ge=1, le=10_000)
+    notifications_in_flight: int = Field(default=100, ge=1, le=10_000)
     # While events keep being committed, the outbox relay and the SQS poller
     # each take at most factor x that rate plus the floor (events a second),
     # so that a backlog drains in the API's spare time; with nothing being
@@ -146,23 +168,23 @@ class ProviderSettings(BaseModel):
     tariff_per_kwh: Decimal = Field(default=Decimal("68.00"), gt=0)
     minimum_amount: Decimal = Field(default=Decimal("10.00"), gt=0)
     maximum_amount: Decimal = Field(default=Decimal("500000.00"), gt=0)
-    vend_timeout_seconds: float = Field(default=10.0, gt=0)
+    vend_timeout_seconds: float = Field(default=10.0, gt=0, le=HOUR)
     # For tests only: all zero by default.
     failure_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
-    latency_seconds: float = Field(default=0.0, ge=0)
+    latency_seconds: float = Field(default=0.0, ge=0, le=HOUR)
     unavailable: bool = False
 
 
 class BillingSettings(BaseModel):
-    bill_ttl_seconds: int = Field(default=30 * 60, ge=1)
+    bill_ttl_seconds: int = Field(default=30 * 60, ge=1, le=TEN_YEARS)
     reconcile_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 class OutboxSettings(BaseModel):
-    relay_interval_seconds: float = Field(default=1.0, gt=0)
+    relay_interval_seconds: float = Field(default=1.0, gt=0, le=HOUR)
     batch_size: int = Field(default=10, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0, le=HOUR)
 
 
 class SystemdSettings(BaseModel):
@@ -209,7 +231,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigurationError(f"config file {path}: not found") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"config file {path}: {exc}") from None
 
 
@@ -227,3 +249,5 @@ def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings
         return Settings(**file_values)
     except ValidationError as exc:
         raise ConfigurationError(_describe(exc)) from None
+    except SettingsError as exc:  # e.g. VOLTPAY_HTTP set to something not JSON
+        raise ConfigurationError(str(exc)) from None
