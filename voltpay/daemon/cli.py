@@ -143,11 +143,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_bootstrap(settings))
     except KeyboardInterrupt:
         return EXIT_OK
-    except Exception:
-        log.exception("voltpay %s failed", args.command)
+    except ConfigurationError as exc:  # a check that needs more than the settings
+        print(f"voltpay: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        if not _is_outside_failure(exc):
+            log.exception("voltpay %s failed", args.command)
+            return EXIT_FAILURE
+        # Something voltpay depends on is missing or refuses: one line, the
+        # traceback only at DEBUG.
+        print(f"voltpay: cannot {args.command}: {_one_line(exc)}", file=sys.stderr)
+        log.debug("voltpay %s failed", args.command, exc_info=exc)
         return EXIT_FAILURE
     finally:
         logging.shutdown()
+
+
+def _is_outside_failure(exc: BaseException) -> bool:
+    """A database, port, address or SNS/SQS endpoint that cannot be used,
+    as opposed to a fault of voltpay's own."""
+    import sqlite3
+
+    import asyncpg  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
+    from tortoise.exceptions import DBConnectionError
+
+    from voltpay.models.database import DatabaseUnusable
+
+    outside = (
+        OSError,  # refused, unreachable, timed out, address in use, no such host
+        DatabaseUnusable,
+        DBConnectionError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        sqlite3.Error,
+        BotoCoreError,
+        ClientError,
+    )
+    return isinstance(exc, outside)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, TimeoutError) and not text:
+        text = "no answer in time"
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -230,6 +230,8 @@ async def serve(settings: Settings, **collaborators: Any) -> int:
     daemon = Daemon(settings, **collaborators)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    this_task = asyncio.current_task()
+    starting = True
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -237,13 +239,25 @@ async def serve(settings: Settings, **collaborators: Any) -> int:
             os._exit(1)
         log.info("%s received: draining", signal.Signals(signum).name)
         stop.set()
+        if starting and this_task is not None:
+            # Start-up (migrations, a database slow to answer) stops where it
+            # is, rather than once it is over. It runs in this task, not one
+            # of its own: Tortoise keeps its connections in this task's context.
+            this_task.cancel()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await daemon.start()
-        settle_heap()
-        await stop.wait()
+        try:
+            await daemon.start()
+        except asyncio.CancelledError:
+            if not (stop.is_set() and this_task is not None):
+                raise
+            this_task.uncancel()  # the signal's doing: drain what did start
+        else:
+            starting = False
+            settle_heap()
+            await stop.wait()
     finally:
         try:
             await asyncio.wait_for(daemon.stop(), settings.http.shutdown_grace_seconds + 5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ MODEL_MODULES = ["voltpay.models.tables"]
 MIGRATIONS_MODULE = "voltpay.models.migrations"
 SQLITE_ENGINE = "voltpay.models.sqlite_engine"
 POSTGRES_ENGINE = "voltpay.models.postgres_engine"
+CONNECT_TIMEOUT_SECONDS = 10.0
 # Migrations run their statements one after another.
 MIGRATION_POOL_SIZE = 2
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
@@ -41,6 +44,8 @@ def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
         connection["engine"] = POSTGRES_ENGINE
         credentials.setdefault("minsize", 1)
         credentials.setdefault("maxsize", pool_max_size)
+        # asyncpg waits 60 s by default for a server that accepts and never answers.
+        credentials.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
     return {
         "connections": {"default": connection},
         "apps": {
@@ -55,15 +60,34 @@ def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
     }
 
 
+class DatabaseUnusable(Exception):
+    """The database cannot be opened or written; the message says why, in a line."""
+
+
 def _ensure_sqlite_folder(url: str) -> None:
+    """Create the SQLite file's folder, then check that the file is a database
+    this process can write: opened lazily, a bad file would fail only inside
+    the first statement, where it once left the engine's lock held for good
+    (a hang that SIGTERM could not end)."""
     path = sqlite_path(url)
-    if path is not None:
+    if path is None:
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=10)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise DatabaseUnusable(f"SQLite database {path}: {exc}") from None
 
 
 async def apply_migrations(url: str) -> None:
     """Apply every versioned migration not yet applied (idempotent)."""
-    _ensure_sqlite_folder(url)
+    await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
     config = tortoise_config(url, pool_max_size=MIGRATION_POOL_SIZE)
     credentials = config["connections"]["default"]["credentials"]
     if "maxsize" in credentials:
@@ -84,7 +108,7 @@ async def open_database(
 ) -> None:
     if migrate_first:
         await apply_migrations(url)
-    _ensure_sqlite_folder(url)
+    await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
     await Tortoise.init(config=tortoise_config(url, pool_max_size=pool_max_size))
 
 
