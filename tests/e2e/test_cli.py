@@ -53,6 +53,15 @@ async def test_user_add_creates_a_user_who_can_log_in(
     assert (await api.expect(200, "GET", "/api/me"))["username"] == "operator_1"
 
 
+def test_user_add_without_a_terminal_asks_for_password_stdin(tmp_path: Path) -> None:
+    done = run_cli(["user", "add", "operator_3", "--phone", "+2348011112222"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "voltpay: no terminal to ask for the password: use --password-stdin"
+    ]
+    assert not (tmp_path / "var").exists()  # nothing opened, nothing created
+
+
 def test_aws_bootstrap_needs_an_endpoint(tmp_path: Path) -> None:
     result = run_cli(["aws", "bootstrap"], cwd=tmp_path)
     assert result.returncode == 78

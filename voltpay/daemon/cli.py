@@ -77,8 +77,15 @@ async def _add_user(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        print("voltpay: no terminal to ask for the password: use --password-stdin", file=sys.stderr)
+        return 2
     else:
-        password = getpass.getpass("password: ")
+        try:
+            password = getpass.getpass("password: ")
+        except EOFError:
+            print("voltpay: no password given", file=sys.stderr)
+            return 2
     try:
         body = validate(
             RegisterRequest,
