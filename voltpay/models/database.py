@@ -107,8 +107,9 @@ async def open_database(
     url: str, *, pool_max_size: int = DEFAULT_POOL_MAX_SIZE, migrate_first: bool = True
 ) -> None:
     if migrate_first:
-        await apply_migrations(url)
-    await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
+        await apply_migrations(url)  # which checks the SQLite file first
+    else:
+        await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
     await Tortoise.init(config=tortoise_config(url, pool_max_size=pool_max_size))
 
 
