@@ -51,8 +51,7 @@ class DatabaseSettings(BaseModel):
     @classmethod
     def _known_scheme(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith("sqlite://"):
-            path = value[len("sqlite://") :].split("?", 1)[0]
-            if path in ("", ":memory:"):
+            if sqlite_path(value) is None:
                 # In memory, each connection (the migrations', the daemon's)
                 # would see a database of its own.
                 raise ValueError("sqlite:// needs the path of a file")
@@ -69,15 +68,24 @@ class DatabaseSettings(BaseModel):
         if not parts.hostname and "host=" not in parts.query:
             raise ValueError("name the host: postgres://user@HOST:5432/database")
         if "pool_max_size" in info.data:  # else that setting's own error is reported
-            _check_pool_sizes(value, info.data["pool_max_size"])
+            _check_pool_sizes(parts.query, info.data["pool_max_size"])
         return value
 
 
-def _check_pool_sizes(url: str, pool_max_size: int) -> None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite://`` URL; None for another scheme, no path or
+    ``:memory:``."""
+    if not url.startswith("sqlite://"):
+        return None
+    rest = url[len("sqlite://") :].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)
+
+
+def _check_pool_sizes(url_query: str, pool_max_size: int) -> None:
     """A PostgreSQL URL may size the pool itself (``?minsize=&maxsize=``, which
     win over ``pool_max_size``): refuse sizes the pool would refuse only once
     the daemon is starting."""
-    query = parse_qs(urlsplit(url).query)
+    query = parse_qs(url_query)
     sizes: dict[str, int] = {}
     for name in ("minsize", "maxsize"):
         if name in query:

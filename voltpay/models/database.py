@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,7 +12,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 
-from voltpay.config.settings import DatabaseSettings
+from voltpay.config.settings import DatabaseSettings, sqlite_path
 
 APP_LABEL = "models"
 MODEL_MODULES = ["voltpay.models.tables"]
@@ -24,13 +23,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # Migrations run their statements one after another.
 MIGRATION_POOL_SIZE = 2
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
-
-
-def sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite://"):
-        return None
-    rest = url[len("sqlite://") :].split("?", 1)[0]
-    return None if rest in ("", ":memory:") else Path(rest)
 
 
 def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
