@@ -155,16 +155,38 @@ def test_embedded_endpoint_serves_and_stops_without_leaving_threads() -> None:
     url = endpoint.start()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
     assert endpoint.start() == url  # a second start is harmless
-    with NO_PROXY.open(url + "/moto-api/data.json", timeout=5) as response:
-        assert response.status == 200
+    with NO_PROXY.open(url + "/moto-api/config", timeout=5) as response:
+        assert 200 <= response.status < 300
 
     endpoint.stop()
 
     assert not endpoint.running
     with pytest.raises(urllib.error.URLError):
-        NO_PROXY.open(url + "/moto-api/data.json", timeout=5)
+        NO_PROXY.open(url + "/moto-api/config", timeout=5)
     leftover = [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]
     assert leftover == []
+
+
+def test_embedded_endpoint_is_ready_however_much_moto_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start-up probe must not read moto's state. Every moto server in a
+    process shares that state, and dumping it (``/moto-api/data.json``, the
+    old probe) took 1.7 s with 300 queues, past the probe's 1 s timeout: a
+    late start in a long test run failed after 10 s of timed-out probes."""
+    from moto.moto_api._internal import urls
+
+    def dump_too_slowly(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)
+        raise AssertionError("the probe read moto's whole state")
+
+    monkeypatch.setitem(urls.url_paths, "{0}/moto-api/data.json", dump_too_slowly)
+    endpoint = EmbeddedAwsEndpoint(ready_timeout_seconds=3.0)
+    try:
+        url = endpoint.start()
+        assert endpoint.running and url.startswith("http://127.0.0.1:")
+    finally:
+        endpoint.stop()
 
 
 async def test_embedded_endpoint_stops_promptly_with_a_long_poll_in_flight() -> None:
