@@ -111,6 +111,9 @@ def test_a_socket_folder_may_stand_for_the_host(database_env: pytest.MonkeyPatch
         ("VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS", "inf"),
         ("VOLTPAY_LIMITS__MAX_AMOUNT", "0.001"),
         ("VOLTPAY_LIMITS__MAX_AMOUNT", "1e30"),
+        # Shorter than the start-up republish reads back.
+        ("VOLTPAY_OUTBOX__RETENTION_DAYS", "6"),
+        ("VOLTPAY_OUTBOX__RETENTION_DAYS", "3651"),
     ],
 )
 def test_values_past_any_sensible_bound_are_refused(

@@ -29,6 +29,10 @@ from pydantic_settings import (
 # date or a counter at run time (a 500 on every login, say).
 HOUR = 3600
 TEN_YEARS = 10 * 365 * 24 * 3600
+# Published events younger than this may be published again at start-up when
+# the embedded bus lost them, which reads their outbox and inbox rows: they are
+# kept at least this long.
+REPUBLISH_WINDOW_DAYS = 7
 
 
 class ConfigurationError(Exception):
@@ -193,6 +197,9 @@ class OutboxSettings(BaseModel):
     relay_interval_seconds: float = Field(default=1.0, gt=0, le=HOUR)
     batch_size: int = Field(default=10, ge=1, le=10)
     max_backoff_seconds: float = Field(default=60.0, gt=0, le=HOUR)
+    # Published outbox rows and inbox rows are deleted this many days after
+    # publishing and receipt. 14: the longest an SQS queue keeps a message.
+    retention_days: int = Field(default=14, ge=REPUBLISH_WINDOW_DAYS, le=3650)
 
 
 class SystemdSettings(BaseModel):

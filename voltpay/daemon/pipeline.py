@@ -23,13 +23,13 @@ from voltpay.bridges.sms import SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
+from voltpay.config.settings import REPUBLISH_WINDOW_DAYS
 from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon.pipeline")
 NOTIFY_LEASE_SECONDS = 60
-REPUBLISH_WINDOW_DAYS = 7
 # Measured on the embedded endpoint (bench --only pipeline): a window of 10
 # delivered 0.82 of the raw client's events/s, 20 about 0.6-0.7 and 40 0.53;
 # moto answers faster the shorter its queue.

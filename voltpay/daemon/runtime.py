@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app
 from voltpay.http.context import Readiness, Services
 from voltpay.models import idempotency
+from voltpay.models import outbox as outbox_store
 from voltpay.models import users as user_store
 from voltpay.models.database import close_database, open_database
 from voltpay.observability.metrics import Metrics
@@ -130,11 +132,21 @@ class Daemon:
                 self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
 
     async def _keep_house(self) -> None:
-        """Forget expired sessions, failed logins and idempotency keys."""
+        """Forget expired sessions, failed logins and idempotency keys, and
+        delivered events past their retention."""
+        retention = timedelta(days=self.settings.outbox.retention_days)
         while not self._stopping.is_set():
             try:
                 await user_store.purge_expired()
                 await idempotency.purge_expired()
+                outbox, inbox = await outbox_store.purge_delivered(datetime.now(UTC) - retention)
+                if outbox or inbox:
+                    log.info(
+                        "deleted %d published outbox rows and %d inbox rows older than %d days",
+                        outbox,
+                        inbox,
+                        self.settings.outbox.retention_days,
+                    )
             except Exception:
                 log.exception("housekeeping failed; trying again later")
             with contextlib.suppress(TimeoutError):

@@ -109,6 +109,49 @@ async def republish_unconsumed(since: datetime) -> int:
     ).update(published_at=None, claimed_until=None, next_attempt_at=datetime.now(UTC))
 
 
+# Housekeeping deletes delivered events a chunk at a time: one statement per
+# chunk, so no pass holds locks or a transaction for long, and at most
+# PURGE_CHUNKS chunks a pass, so a first pass over years of rows is spread
+# over several passes. Only published outbox rows go: one still waiting is
+# never deleted, however old.
+PURGE_CHUNK = 1000
+PURGE_CHUNKS = 100
+
+
+def _purge_statement(table: str, key: str, column: str, *, sqlite: bool) -> str:
+    """One chunk's DELETE. On PostgreSQL ``= ANY(ARRAY(...))`` looks the
+    chunk's rows up by key; ``IN (...)`` read the whole table into a hash join
+    for every chunk (124 ms a chunk at 300,000 rows)."""
+    chunk = f"SELECT {key} FROM {table} WHERE {column} < $1 ORDER BY {column} LIMIT $2"
+    if sqlite:
+        return f"DELETE FROM {table} WHERE {key} IN ({chunk})"
+    return f"DELETE FROM {table} WHERE {key} = ANY(ARRAY({chunk}))"
+
+
+async def purge_delivered(
+    before: datetime, *, chunk: int = PURGE_CHUNK, chunks: int = PURGE_CHUNKS
+) -> tuple[int, int]:
+    """Delete outbox rows published and inbox rows received before ``before``:
+    at most ``chunks`` chunks of ``chunk`` rows of each. Returns how many of
+    each went."""
+    conn = connections.get("default")
+    sqlite = sql.is_sqlite(conn)
+    deleted = []
+    for table, key, column in (
+        ("outbox", "id", "published_at"),
+        ("inbox", "event_id", "received_at"),
+    ):
+        statement = _purge_statement(table, key, column, sqlite=sqlite)
+        total = 0
+        for _ in range(chunks):
+            gone = await sql.execute(conn, statement, before, chunk)
+            total += gone
+            if gone < chunk:
+                break
+        deleted.append(total)
+    return deleted[0], deleted[1]
+
+
 async def backlog() -> tuple[int, datetime | None]:
     """How many events wait to be published, and when the oldest was written.
 

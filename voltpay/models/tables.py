@@ -145,6 +145,7 @@ class InboxEvent(Model):
 
     class Meta:
         table = "inbox"
+        indexes = (("received_at",),)
 
 
 class Notification(Model):
