@@ -164,3 +164,52 @@ async def test_sigterm_under_load_drains_every_payment(
 
     second.send(signal.SIGTERM)
     assert await second.wait_exit(30) == 0
+
+
+async def test_a_drain_delay_keeps_serving_unready_before_the_listener_closes(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    """With ``http.drain_delay_seconds``, SIGTERM first withdraws readiness while
+    requests are still served, each answer closing its connection so that
+    clients reconnect elsewhere; only after the delay does the listener close."""
+    delay = 2.0
+    daemon = daemons.start({"VOLTPAY_HTTP__DRAIN_DELAY_SECONDS": f"{delay}"})
+    await daemon.wait_ready(http)
+    api = Api(http, daemon.base_url)
+    await api.register_and_login()
+
+    # A kept-alive connection, as a load balancer or client pool holds.
+    async with aiohttp.ClientSession() as kept:
+        async with kept.get(daemon.base_url + "/readyz") as response:
+            assert response.status == 200
+            assert response.headers.get("Connection", "").lower() != "close"
+        daemon.send(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        async def unready() -> bool:
+            async with kept.get(daemon.base_url + "/readyz") as response:
+                return response.status == 503
+
+        await eventually(unready, timeout=1, interval=0.02, what="/readyz to answer 503")
+        async with kept.get(daemon.base_url + "/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["status"] == "draining"
+            assert response.headers["Connection"].lower() == "close"
+        # Still served during the delay.
+        me = await api.expect(200, "GET", "/api/me")
+        assert me["username"]
+        served_until = time.monotonic()
+        assert served_until - signalled < delay
+
+        async def refused() -> bool:
+            try:
+                async with kept.get(
+                    daemon.base_url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)
+                ):
+                    return False
+            except aiohttp.ClientConnectionError:
+                return True
+
+        await eventually(refused, timeout=delay + 5, interval=0.05, what="the listener to close")
+        assert time.monotonic() - signalled >= delay
+    assert await daemon.wait_exit(30) == 0

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from voltpay.http.app import Front
+from voltpay.http.context import Readiness
 from voltpay.observability.logging import request_id_var
 from voltpay.observability.metrics import Metrics
 
@@ -47,7 +48,7 @@ async def test_a_failure_on_a_route_outside_the_api_is_logged_with_its_request_i
     lines: RequestIds,
 ) -> None:
     logging.getLogger("voltpay.http").setLevel(logging.WARNING)
-    front = Front(Metrics().http).wrap(failing, "/healthz")
+    front = Front(Metrics().http, Readiness()).wrap(failing, "/healthz")
     request = make_mocked_request("GET", "/healthz", headers={"X-Request-ID": "abc-123"})
     response = await front(request)
     assert response.status == 500
@@ -58,7 +59,7 @@ async def test_a_failure_on_a_route_outside_the_api_is_logged_with_its_request_i
 
 async def test_the_access_line_carries_the_request_id(lines: RequestIds) -> None:
     logging.getLogger("voltpay.http").setLevel(logging.INFO)
-    front = Front(Metrics().http).wrap(healthy, "/healthz")
+    front = Front(Metrics().http, Readiness()).wrap(healthy, "/healthz")
     response = await front(make_mocked_request("GET", "/healthz"))
     generated = response.headers["X-Request-ID"]
     assert generated
@@ -70,8 +71,16 @@ async def test_the_access_line_carries_the_request_id(lines: RequestIds) -> None
 
 async def test_every_request_is_counted_under_its_route(lines: RequestIds) -> None:
     metrics = Metrics()
-    front = Front(metrics.http).wrap(healthy, "/healthz")
+    front = Front(metrics.http, Readiness()).wrap(healthy, "/healthz")
     for _ in range(3):
         await front(make_mocked_request("GET", "/healthz"))
     body, _ = metrics.render()
     assert b'voltpay_http_requests_total{method="GET",route="/healthz",status="200"} 3.0' in body
+
+
+async def test_answers_close_their_connection_once_draining_begins() -> None:
+    readiness = Readiness()
+    front = Front(Metrics().http, readiness).wrap(healthy, "/healthz")
+    assert (await front(make_mocked_request("GET", "/healthz"))).keep_alive is not False
+    readiness.draining = True
+    assert (await front(make_mocked_request("GET", "/healthz"))).keep_alive is False

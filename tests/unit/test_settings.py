@@ -139,3 +139,11 @@ def test_a_config_file_that_is_not_utf8_is_bad_configuration(
     config.write_bytes(b"\xff\xfe[http]\nport = 1\n")
     with pytest.raises(ConfigurationError, match=f"^config file {config}: "):
         load_settings(config)
+
+
+def test_a_drain_delay_must_fit_in_the_shutdown_grace(database_env: pytest.MonkeyPatch) -> None:
+    database_env.setenv("VOLTPAY_HTTP__DRAIN_DELAY_SECONDS", "25")
+    with pytest.raises(ConfigurationError, match=r"^VOLTPAY_HTTP__DRAIN_DELAY_SECONDS: .*25 s"):
+        load_settings()
+    database_env.setenv("VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS", "40")
+    assert load_settings().http.drain_delay_seconds == 25

@@ -44,6 +44,21 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=HOUR)
+    # After SIGTERM, how long to keep serving with /readyz at 503 (and every
+    # answer closing its connection) before the listener closes, so a load
+    # balancer moves traffic away first. Part of the grace above.
+    drain_delay_seconds: float = Field(default=0.0, ge=0, le=HOUR)
+
+    @field_validator("drain_delay_seconds")
+    @classmethod
+    def _within_the_grace(cls, value: float, info: ValidationInfo) -> float:
+        grace = info.data.get("shutdown_grace_seconds")
+        if grace is not None and value >= grace:  # else the grace's own error is reported
+            raise ValueError(
+                f"must be less than the shutdown grace, {grace:g} s "
+                "(VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS), which it is part of"
+            )
+        return value
 
 
 class DatabaseSettings(BaseModel):

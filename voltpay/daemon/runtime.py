@@ -158,13 +158,18 @@ class Daemon:
             raise RuntimeError("agents not running: " + ", ".join(stopped))
 
     async def stop(self) -> None:
-        """Drain: not ready, no new HTTP or SQS work, finish what is in flight,
-        flush the outbox, then close everything in reverse order."""
+        """Drain: not ready (still serving for the drain delay, if any), no
+        new HTTP or SQS work, finish what is in flight, flush the outbox, then
+        close everything in reverse order."""
         self.readiness.draining = True
         self._stopping.set()
         if self.settings.systemd.enabled:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
         if self._runner is not None:
+            delay = self.settings.http.drain_delay_seconds
+            if delay > 0:
+                log.info("not ready; serving %g s more before closing the listener", delay)
+                await asyncio.sleep(delay)
             await self._runner.cleanup()
             self._runner = None
         await self._drain_work()

@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
 from voltpay.http.bodies import read_body
-from voltpay.http.context import CURRENT_USER, SERVICES, TOKEN_DIGEST, Services
+from voltpay.http.context import CURRENT_USER, SERVICES, TOKEN_DIGEST, Readiness, Services
 from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
@@ -55,14 +55,16 @@ class Front:
     request. Unmatched paths reach a catch-all route wrapped the same way.
     """
 
-    def __init__(self, http: HttpStats) -> None:
+    def __init__(self, http: HttpStats, readiness: Readiness) -> None:
         self._http = http
+        self._readiness = readiness
 
     def wrap(self, handler: Handler, template: str) -> Handler:
         record = self._http.route(template)
         api = template.startswith("/api/")
         unmatched = template == UNMATCHED
         logs = api or unmatched
+        readiness = self._readiness
 
         async def front(request: web.Request) -> web.StreamResponse:
             incoming = request.headers.get(_X_REQUEST_ID)
@@ -85,6 +87,9 @@ class Front:
                     response = _problem_response(request, exc)
                 status = response.status
                 response.headers[_X_REQUEST_ID] = request_id
+                if readiness.draining:
+                    # Stopping: the client opens its next connection elsewhere.
+                    response.force_close()
                 return response
             finally:
                 elapsed = time.perf_counter() - started
@@ -280,7 +285,7 @@ def create_app(services: Services) -> web.Application:
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = services
-    front = Front(services.metrics.http)
+    front = Front(services.metrics.http, services.readiness)
     for routes in (users.routes, money.routes, operations.routes):
         front.add_routes(app, routes)
     front.add_catch_all(app)
