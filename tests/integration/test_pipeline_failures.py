@@ -270,3 +270,58 @@ async def test_twilio_refusing_with_400_marks_the_sms_failed_and_drops_the_messa
     assert (item["status"], item["sentAt"]) == ("failed", None)
     assert item["eventId"] == str(notification.event_id)
     assert uuid.UUID(item["notificationId"]) == notification.id
+
+
+# -- a consumer that fails while it holds the lease ------------------------------------
+
+
+class FailsFirstSend(RecordingSmsSender):
+    """Its first send fails as a crash would: not an SMS error, so the
+    notification stays claimed and the message is left to come back."""
+
+    async def send(self, message: Any) -> Any:
+        if not self.sent:
+            self.sent.append(message)
+            raise RuntimeError("the process died here")
+        return await super().send(message)
+
+
+async def test_a_lease_left_by_a_failed_consumer_delays_the_sms_but_never_loses_it(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message comes back (every 2 s here) while the notification is still
+    leased (8 s). Looking again every few seconds used up the message's
+    receives (3 here) before the lease ended: SQS dead-lettered it and the
+    SMS was never sent. It is now hidden until the lease is over."""
+    import voltpay.daemon.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "NOTIFY_LEASE_SECONDS", 8)
+    sms = FailsFirstSend()
+    settings = make_settings(
+        database_url,
+        moto_server_url,
+        aws={"visibility_timeout_seconds": 2, "max_receive_count": 3},
+    )
+    async with running_daemon(settings, provider=provider, sms_sender=sms) as daemon:
+        assert daemon.port is not None
+        async with api_for(daemon.port) as api:
+            ada = await api.customer(phone="+2348066666666")
+        queues = resources(daemon)
+
+        async def settled() -> bool:
+            return (
+                await Notification.filter(status="sent").exists()
+                and await queue_depth(aws, queues.queue_url) == 0
+            )
+
+        await eventually(settled, timeout=30)
+        assert await queue_depth(aws, queues.dead_letter_queue_url) == 0
+        [failed, delivered_sms] = sms.sent
+        assert failed.idempotency_key == delivered_sms.idempotency_key
+        assert delivered_sms.to == ada.phone
+        [notification] = await Notification.all()
+        assert notification.status == "sent"

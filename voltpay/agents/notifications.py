@@ -72,6 +72,11 @@ class NotificationsAgent:
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
 
+    @property
+    def lease_seconds(self) -> float:
+        """How long a notification stays claimed by whoever is sending it."""
+        return self._lease
+
     async def handle(self, events: Sequence[Event]) -> dict[uuid.UUID, Disposition]:
         """What became of each event, by event id."""
         unique: dict[uuid.UUID, Event] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -22,7 +23,8 @@ from voltpay.domain.events import Event, MalformedEvent, parse_envelope
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.agents.poller")
-DEFER_SECONDS = 5
+# SQS keeps a message hidden for at most 12 hours.
+MAX_VISIBILITY = 43200
 DLQ_SAMPLE_SECONDS = 15.0
 RECEIVE_LINGER_SECONDS = 0.03
 # A paced wait gives up after this many looks (the pace itself changes).
@@ -175,7 +177,14 @@ class SqsPoller:
             for message in done:
                 self._schedule_delete(message)
             if deferred:
-                await self._consumer.extend_visibility(deferred, DEFER_SECONDS)
+                # Its notification is leased: either another consumer is sending
+                # it, or a consumer died (or failed) holding the lease. Look
+                # again once the lease is surely over, not sooner: each look is
+                # a receive, and SQS dead-letters the message after
+                # maxReceiveCount of them while the lease (60 s) outlasts
+                # several visibility timeouts (30 s), so the SMS was never sent.
+                hidden = min(math.ceil(self._notifications.lease_seconds) + 1, MAX_VISIBILITY)
+                await self._consumer.extend_visibility(deferred, hidden)
             self.stats.succeeded(time.perf_counter() - started)
         except Exception as exc:
             ids = ", ".join(m.message_id for m in messages)
