@@ -119,7 +119,10 @@ class Daemon:
         self._runner = web.AppRunner(
             create_app(services),
             access_log=None,
-            shutdown_timeout=settings.http.shutdown_grace_seconds,
+            # The drain delay is part of the grace: what is left of it is the
+            # in-flight requests' (systemd's TimeoutStopSec counts on it).
+            shutdown_timeout=settings.http.shutdown_grace_seconds
+            - settings.http.drain_delay_seconds,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.http.host, settings.http.port)
@@ -167,7 +170,7 @@ class Daemon:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
         if self._runner is not None:
             delay = self.settings.http.drain_delay_seconds
-            if delay > 0:
+            if delay > 0 and self.port is not None:  # only if it was serving
                 log.info("not ready; serving %g s more before closing the listener", delay)
                 await asyncio.sleep(delay)
             await self._runner.cleanup()
