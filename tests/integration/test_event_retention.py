@@ -1,5 +1,6 @@
 """Delivered events do not pile up: housekeeping deletes published outbox rows
-and inbox rows past the retention, never an event still waiting."""
+and inbox rows past the retention, never an event still waiting. And what
+the start-up republish on the embedded bus counts as delivered."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from tests.conftest import make_settings, running_daemon
 from voltpay.models import outbox as outbox_store
 from voltpay.models.database import close_database, open_database
-from voltpay.models.tables import InboxEvent, OutboxEvent
+from voltpay.models.tables import AuditRecord, InboxEvent, Notification, OutboxEvent
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=20)
@@ -99,3 +100,60 @@ async def test_the_daemon_purges_past_its_retention_when_it_starts(
         assert kept <= outbox | inbox
         # The relay publishes the waiting one; it is not deleted unpublished.
         assert waiting in outbox
+
+
+# -- what the start-up republish on the embedded bus counts as consumed ----------------
+
+
+async def _consumed(event_id: uuid.UUID) -> None:
+    """Received (the inbox row is written on receipt) and audited."""
+    await InboxEvent.create(event_id=event_id, event_type="payment_completed", received_at=RECENT)
+    await AuditRecord.create(
+        event_id=event_id,
+        event_type="payment_completed",
+        occurred_at=RECENT,
+        recorded_at=RECENT,
+        body="{}",
+    )
+
+
+async def _notified(event_id: uuid.UUID, status: str) -> None:
+    await Notification.create(
+        id=uuid.uuid4(),
+        event_id=event_id,
+        event_type="payment_completed",
+        to="+2348012345678",
+        body="paid",
+        status=status,
+        created_at=RECENT,
+    )
+
+
+async def test_an_event_received_but_not_yet_texted_is_published_again(database: str) -> None:
+    since = NOW - timedelta(days=7)
+    texted = await _outbox_row(RECENT, RECENT)
+    await _consumed(texted)
+    await _notified(texted, "sent")
+    refused = await _outbox_row(RECENT, RECENT)
+    await _consumed(refused)
+    await _notified(refused, "failed")
+    no_sms = await _outbox_row(RECENT, RECENT)
+    await _consumed(no_sms)
+    # Received and audited, not yet texted when the daemon stopped.
+    received = await _outbox_row(RECENT, RECENT)
+    await _consumed(received)
+    await _notified(received, "queued")
+    never_received = await _outbox_row(RECENT, RECENT)
+    before_the_window = await _outbox_row(OLD, OLD)
+    waiting = await _outbox_row(RECENT, None)
+
+    assert await outbox_store.republish_unconsumed(since) == 2
+
+    unpublished = {
+        uuid.UUID(str(e))
+        for e in await OutboxEvent.filter(published_at__isnull=True).values_list(
+            "event_id", flat=True
+        )
+    }
+    assert unpublished == {received, never_received, waiting}
+    assert before_the_window not in unpublished

@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Subquery
+from tortoise.expressions import F
 
 from voltpay.domain.events import Event, EventType, new_event
 from voltpay.models import sql
-from voltpay.models.tables import InboxEvent, OutboxEvent
+from voltpay.models.notifications import QUEUED
+from voltpay.models.tables import OutboxEvent
 
 
 async def record_event(
@@ -96,6 +97,20 @@ async def mark_failed(row_id: int, error: str, retry_in_seconds: float) -> None:
     )
 
 
+# An event counts as consumed once the poller could delete its message: the
+# audit log holds it and its SMS, if it has one, is no longer waiting. The
+# inbox is not enough: it is written when a message is received, before the
+# SMS is sent, so an event received but not yet texted when the daemon
+# stopped was never published again, and its SMS never sent.
+_REPUBLISH = (
+    "UPDATE outbox SET published_at = NULL, claimed_until = NULL, next_attempt_at = $1 "
+    "WHERE published_at IS NOT NULL AND created_at >= $2 AND ("
+    "NOT EXISTS (SELECT 1 FROM audit_log WHERE audit_log.event_id = outbox.event_id) "
+    "OR EXISTS (SELECT 1 FROM notifications WHERE notifications.event_id = outbox.event_id "
+    "AND notifications.status = $3))"
+)
+
+
 async def republish_unconsumed(since: datetime) -> int:
     """Mark published-but-never-consumed events for publishing again.
 
@@ -103,10 +118,9 @@ async def republish_unconsumed(since: datetime) -> int:
     it held when the daemon stopped is gone; consumers de-duplicate by event
     id, so publishing those events again is safe.
     """
-    consumed = InboxEvent.filter(received_at__gte=since).values_list("event_id", flat=True)
-    return await OutboxEvent.filter(
-        published_at__isnull=False, created_at__gte=since, event_id__not_in=Subquery(consumed)
-    ).update(published_at=None, claimed_until=None, next_attempt_at=datetime.now(UTC))
+    return await sql.execute(
+        connections.get("default"), _REPUBLISH, datetime.now(UTC), since, QUEUED
+    )
 
 
 # Housekeeping deletes delivered events a chunk at a time: one statement per
