@@ -634,27 +634,99 @@ async def test_openapi_documents_every_route(api: Api) -> None:
 
 
 async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
+    import hashlib
     from datetime import UTC, datetime, timedelta
 
     from voltpay.models.tables import IdempotencyRecord
 
     who = await api.customer()
+    key = uuid.uuid4().hex
+    path = f"/api/wallets/{who.wallet_id}/add-funds"
+    body = b'{"amount": "5.00"}'
+    # As if a daemon had died after claiming the key and before its credit
+    # committed: the claim stays in progress and nothing was credited. (A
+    # credit and its stored answer commit together.)
+    now = datetime.now(UTC)
+    await IdempotencyRecord.create(
+        scope=who.user_id,
+        key=key,
+        request_hash=hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest(),
+        state="in_progress",
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    busy = await api.call("POST", path, data=body, headers=headers, customer=who)
+    assert_problem(busy, 409, "idempotency_in_progress")
+    assert await api.balance(who) == "0.00"
+    await IdempotencyRecord.filter(key=key).update(created_at=now - timedelta(minutes=6))
+    retried = await api.call("POST", path, data=body, headers=headers, customer=who)
+    assert retried.status == 200, retried.body
+    assert await api.balance(who) == "5.00"
+    again = await api.call("POST", path, data=body, headers=headers, customer=who)
+    assert (again.status, again.raw) == (200, retried.raw)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert await api.balance(who) == "5.00"
+
+
+async def test_a_credit_and_its_idempotent_answer_commit_together(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon fails (or dies) after the credit commits and before the front
+    stores the answer: the retry replays the answer, it does not credit again."""
+    from datetime import UTC, datetime, timedelta
+
+    from voltpay.models import idempotency
+    from voltpay.models.tables import IdempotencyRecord
+
+    who = await api.customer()
     key = {"Idempotency-Key": uuid.uuid4().hex}
     path = f"/api/wallets/{who.wallet_id}/add-funds"
-    first = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
-    assert first.status == 200
-    # As if the daemon had died while answering: the claim stays in progress.
-    await IdempotencyRecord.filter(key=key["Idempotency-Key"]).update(
-        state="in_progress", response_status=None, created_at=datetime.now(UTC)
-    )
-    busy = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
-    assert_problem(busy, 409, "idempotency_in_progress")
+
+    async def lost(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(idempotency, "store", lost)
+    first = await api.call("POST", path, json={"amount": "7.00"}, headers=key, customer=who)
+    assert first.status == 500
+    monkeypatch.undo()
+    # Long enough for a claim left in progress to count as abandoned.
     await IdempotencyRecord.filter(key=key["Idempotency-Key"]).update(
         created_at=datetime.now(UTC) - timedelta(minutes=6)
     )
-    retried = await api.call("POST", path, json={"amount": "5.00"}, headers=key, customer=who)
-    assert retried.status == 200
-    assert await api.balance(who) == "10.00"
+    retried = await api.call("POST", path, json={"amount": "7.00"}, headers=key, customer=who)
+    assert retried.status == 200, retried.body
+    assert retried.headers.get("Idempotent-Replayed") == "true"
+    assert await api.balance(who) == "7.00"
+    transactions = await api.call("GET", f"/api/wallets/{who.wallet_id}/transactions", customer=who)
+    assert [item["transactionId"] for item in transactions.body["items"]] == [
+        retried.body["transactionId"]
+    ]
+
+
+async def test_a_credit_whose_claim_is_gone_is_not_made(daemon: Daemon, api: Api) -> None:
+    """A request cancelled at shutdown releases its claim at once, while the
+    wallets agent may still be on its credit: that credit must not commit,
+    or a retry would credit again."""
+    from voltpay.agents.wallets import AddFunds, IdempotencyClaimLost
+    from voltpay.models import idempotency
+    from voltpay.models.tables import LedgerEntry, OutboxEvent
+
+    who = await api.customer()
+    events_before = await OutboxEvent.all().count()
+    command = AddFunds(
+        uuid.UUID(who.user_id),
+        uuid.UUID(who.wallet_id),
+        500,
+        idempotency=idempotency.Key(who.user_id, "released-" + uuid.uuid4().hex),
+        answer=lambda funds: idempotency.StoredResponse(200, "application/json", "{}"),
+    )
+    assert daemon.wallets is not None
+    with pytest.raises(IdempotencyClaimLost):
+        await daemon.wallets.mailbox.ask(command)
+    assert await api.balance(who) == "0.00"
+    assert await LedgerEntry.filter(wallet_id=uuid.UUID(who.wallet_id)).count() == 0
+    assert await OutboxEvent.all().count() == events_before
 
 
 async def test_housekeeping_forgets_expired_sessions_and_keys(api: Api) -> None:

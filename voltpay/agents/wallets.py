@@ -12,7 +12,9 @@ from tortoise.transactions import in_transaction
 
 from voltpay.agents.mailbox import DomainError, Mailbox
 from voltpay.domain.money import format_minor
-from voltpay.models import wallets
+from voltpay.models import idempotency, wallets
+from voltpay.models.idempotency import Key as IdempotencyKey
+from voltpay.models.idempotency import StoredResponse
 from voltpay.models.outbox import record_event
 from voltpay.observability.metrics import Metrics
 
@@ -22,6 +24,10 @@ class AddFunds:
     user_id: uuid.UUID
     wallet_id: uuid.UUID
     amount_minor: int
+    # Under an Idempotency-Key: the request's claim, and its answer, stored in
+    # the credit's own transaction.
+    idempotency: IdempotencyKey | None = None
+    answer: Callable[[FundsAdded], StoredResponse] | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,13 @@ class FundsAdded:
 class WalletNotFoundError(DomainError):
     status = 404
     code = "not_found"
+
+
+class IdempotencyClaimLost(DomainError):
+    """The request's Idempotency-Key claim was gone at commit: nothing credited."""
+
+    status = 409
+    code = "idempotency_in_progress"
 
 
 class BalanceLimitError(DomainError):
@@ -77,6 +90,13 @@ class WalletsAgent:
                     },
                     now,
                 )
+                funds = FundsAdded(
+                    command.wallet_id, movement.balance_after_minor, movement.transaction_id
+                )
+                if command.idempotency is not None and command.answer is not None:
+                    answered = command.answer(funds)
+                    if not await idempotency.complete(conn, command.idempotency, answered):
+                        raise IdempotencyClaimLost("the Idempotency-Key claim was released")
         except wallets.WalletNotFound:
             raise WalletNotFoundError("no such wallet") from None
         except wallets.BalanceLimitReached:
@@ -85,4 +105,4 @@ class WalletsAgent:
                 f"({format_minor(wallets.MAX_BALANCE_MINOR)})"
             ) from None
         self._on_events()
-        return FundsAdded(command.wallet_id, movement.balance_after_minor, movement.transaction_id)
+        return funds

@@ -15,7 +15,14 @@ from aiohttp import hdrs, web
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
 from voltpay.http.bodies import read_body
-from voltpay.http.context import CURRENT_USER, SERVICES, TOKEN_DIGEST, Readiness, Services
+from voltpay.http.context import (
+    CURRENT_USER,
+    IDEMPOTENCY_CLAIM,
+    SERVICES,
+    TOKEN_DIGEST,
+    Readiness,
+    Services,
+)
 from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
@@ -244,6 +251,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
             body=stored.body.encode(),
             headers={"Content-Type": stored.content_type, "Idempotent-Replayed": "true"},
         )
+    request[IDEMPOTENCY_CLAIM] = idempotency.Key(scope, key)
     try:
         response = await _render(request, handler)
     except BaseException:

@@ -13,6 +13,7 @@ from voltpay.agents.bills import BillAnswer, BillCommand
 from voltpay.agents.mailbox import Mailbox
 from voltpay.agents.wallets import AddFunds, FundsAdded
 from voltpay.config import Settings
+from voltpay.models import idempotency
 from voltpay.models.tables import User
 from voltpay.observability.metrics import Metrics
 
@@ -52,6 +53,8 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 CURRENT_USER = web.RequestKey("user", User)
 TOKEN_DIGEST = web.RequestKey("token_digest", str)
+# Set while a request runs under an Idempotency-Key it claimed.
+IDEMPOTENCY_CLAIM = web.RequestKey("idempotency_claim", idempotency.Key)
 
 
 def services(request: web.Request) -> Services:

@@ -9,17 +9,17 @@ from decimal import Decimal
 from aiohttp import web
 
 from voltpay.agents.bills import CreateBill, PayBill
-from voltpay.agents.wallets import AddFunds
+from voltpay.agents.wallets import AddFunds, FundsAdded, IdempotencyClaimLost
 from voltpay.domain.bills import BillStatus
 from voltpay.domain.money import format_minor, to_minor
 from voltpay.http.bodies import json_response, read_model
-from voltpay.http.context import current_user, parse_uuid, services
+from voltpay.http.context import IDEMPOTENCY_CLAIM, current_user, parse_uuid, services
 from voltpay.http.paging import page_of
-from voltpay.http.problems import field_problem, not_found
+from voltpay.http.problems import Problem, field_problem, not_found
 from voltpay.http.schemas import AddFundsRequest, PayRequest, VerifyRequest
 from voltpay.http.views import bill_view, transaction_view, wallet_view
 from voltpay.models import bills as bill_store
-from voltpay.models import wallets
+from voltpay.models import idempotency, wallets
 from voltpay.models.tables import Bill, LedgerEntry
 
 routes = web.RouteTableDef()
@@ -55,15 +55,41 @@ async def add_funds(request: web.Request) -> web.Response:
     wallet_id = _path_id(request, "walletId")
     body = await read_model(request, AddFundsRequest)
     amount_minor = _check_max(body.amount, request)
-    answer = await services(request).wallets.ask(
-        AddFunds(current_user(request).id, wallet_id, amount_minor)
-    )
-    return json_response(
-        {
-            "walletId": str(answer.wallet_id),
-            "balance": format_minor(answer.balance_minor),
-            "transactionId": str(answer.transaction_id),
-        }
+    claim = request.get(IDEMPOTENCY_CLAIM)
+    try:
+        answer = await services(request).wallets.ask(
+            AddFunds(
+                current_user(request).id,
+                wallet_id,
+                amount_minor,
+                idempotency=claim,
+                answer=_stored_funds_answer if claim is not None else None,
+            )
+        )
+    except IdempotencyClaimLost:
+        raise Problem(
+            409,
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still being processed",
+            headers={"Retry-After": "1"},
+        ) from None
+    return json_response(_funds_body(answer))
+
+
+def _funds_body(answer: FundsAdded) -> dict[str, str]:
+    return {
+        "walletId": str(answer.wallet_id),
+        "balance": format_minor(answer.balance_minor),
+        "transactionId": str(answer.transaction_id),
+    }
+
+
+def _stored_funds_answer(answer: FundsAdded) -> idempotency.StoredResponse:
+    """The answer as the front would store it after the fact (``json_response``)."""
+    response = json_response(_funds_body(answer))
+    assert isinstance(response.body, bytes) and response.content_type
+    return idempotency.StoredResponse(
+        response.status, response.content_type, response.body.decode()
     )
 
 

@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
+from voltpay.models import sql
 from voltpay.models.tables import IdempotencyRecord
 
 IN_PROGRESS = "in_progress"
@@ -29,6 +31,14 @@ class StoredResponse:
     status: int
     content_type: str
     body: str
+
+
+@dataclass(frozen=True)
+class Key:
+    """A claim this request holds (``Claim.NEW``)."""
+
+    scope: str
+    key: str
 
 
 async def claim(
@@ -67,6 +77,33 @@ async def claim(
                 existing.response_body or "",
             )
     return Claim.IN_PROGRESS, None
+
+
+_COMPLETE = (
+    "UPDATE idempotency_keys SET state = $1, response_status = $2, "
+    "response_content_type = $3, response_body = $4 "
+    "WHERE scope = $5 AND key = $6 AND state = $7"
+)
+
+
+async def complete(conn: BaseDBAsyncClient, claim: Key, response: StoredResponse) -> bool:
+    """Store the answer in the caller's transaction, with the change it answers,
+    so that no retry can make the change again, whatever happens after the
+    commit. False if the claim is no longer held (released when the request
+    was cancelled, or taken over as abandoned): the caller must then not make
+    the change."""
+    changed = await sql.execute(
+        conn,
+        _COMPLETE,
+        DONE,
+        response.status,
+        response.content_type,
+        response.body,
+        claim.scope,
+        claim.key,
+        IN_PROGRESS,
+    )
+    return changed == 1
 
 
 async def store(scope: str, key: str, response: StoredResponse) -> None:
