@@ -172,7 +172,8 @@ async def test_a_drain_delay_keeps_serving_unready_before_the_listener_closes(
     """With ``http.drain_delay_seconds``, SIGTERM first withdraws readiness while
     requests are still served, each answer closing its connection so that
     clients reconnect elsewhere; only after the delay does the listener close."""
-    delay = 2.0
+    # Long enough for the checks below to run inside it on a slow machine.
+    delay = 5.0
     daemon = daemons.start({"VOLTPAY_HTTP__DRAIN_DELAY_SECONDS": f"{delay}"})
     await daemon.wait_ready(http)
     api = Api(http, daemon.base_url)
@@ -190,7 +191,7 @@ async def test_a_drain_delay_keeps_serving_unready_before_the_listener_closes(
             async with kept.get(daemon.base_url + "/readyz") as response:
                 return response.status == 503
 
-        await eventually(unready, timeout=1, interval=0.02, what="/readyz to answer 503")
+        await eventually(unready, timeout=3, interval=0.02, what="/readyz to answer 503")
         async with kept.get(daemon.base_url + "/readyz") as response:
             assert response.status == 503
             assert (await response.json())["status"] == "draining"
