@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 
 from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
 from voltpay.http import auth, money, operations, users
-from voltpay.http.bodies import read_body
+from voltpay.http.bodies import read_body, stored_response
 from voltpay.http.context import (
     CURRENT_USER,
     IDEMPOTENCY_CLAIM,
@@ -23,7 +23,7 @@ from voltpay.http.context import (
     Readiness,
     Services,
 )
-from voltpay.http.problems import Problem, unauthorized
+from voltpay.http.problems import Problem, idempotency_in_progress, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
 from voltpay.observability.logging import request_id_var
@@ -239,12 +239,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
             "this Idempotency-Key was used with a different request",
         )
     if claim is idempotency.Claim.IN_PROGRESS:
-        raise Problem(
-            409,
-            "idempotency_in_progress",
-            "a request with this Idempotency-Key is still being processed",
-            headers={"Retry-After": "1"},
-        )
+        raise idempotency_in_progress()
     if claim is idempotency.Claim.REPLAY and stored is not None:
         return web.Response(
             status=stored.status,
@@ -261,15 +256,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
         await idempotency.release(scope, key)
         return response
     assert isinstance(response, web.Response)
-    await idempotency.store(
-        scope,
-        key,
-        idempotency.StoredResponse(
-            response.status,
-            response.headers.get("Content-Type", "application/json"),
-            (response.body or b"").decode() if isinstance(response.body, bytes) else "",
-        ),
-    )
+    await idempotency.store(scope, key, stored_response(response))
     return response
 
 

@@ -12,6 +12,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 from voltpay.http.problems import Problem, field_problem
+from voltpay.models import idempotency
 
 B = TypeVar("B", bound=BaseModel)
 _CUSTOM_PREFIX = ("invalid_", "amount_")
@@ -121,3 +122,12 @@ async def read_model(request: web.Request, model: type[B], *, optional: bool = F
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def stored_response(response: web.Response) -> idempotency.StoredResponse:
+    """An answer as an Idempotency-Key keeps it for replay."""
+    return idempotency.StoredResponse(
+        response.status,
+        response.headers.get("Content-Type", "application/json"),
+        response.body.decode() if isinstance(response.body, bytes) else "",
+    )

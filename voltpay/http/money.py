@@ -12,10 +12,10 @@ from voltpay.agents.bills import CreateBill, PayBill
 from voltpay.agents.wallets import AddFunds, FundsAdded, IdempotencyClaimLost
 from voltpay.domain.bills import BillStatus
 from voltpay.domain.money import format_minor, to_minor
-from voltpay.http.bodies import json_response, read_model
+from voltpay.http.bodies import json_response, read_model, stored_response
 from voltpay.http.context import IDEMPOTENCY_CLAIM, current_user, parse_uuid, services
 from voltpay.http.paging import page_of
-from voltpay.http.problems import Problem, field_problem, not_found
+from voltpay.http.problems import field_problem, idempotency_in_progress, not_found
 from voltpay.http.schemas import AddFundsRequest, PayRequest, VerifyRequest
 from voltpay.http.views import bill_view, transaction_view, wallet_view
 from voltpay.models import bills as bill_store
@@ -67,12 +67,7 @@ async def add_funds(request: web.Request) -> web.Response:
             )
         )
     except IdempotencyClaimLost:
-        raise Problem(
-            409,
-            "idempotency_in_progress",
-            "a request with this Idempotency-Key is still being processed",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise idempotency_in_progress() from None
     return json_response(_funds_body(answer))
 
 
@@ -85,12 +80,8 @@ def _funds_body(answer: FundsAdded) -> dict[str, str]:
 
 
 def _stored_funds_answer(answer: FundsAdded) -> idempotency.StoredResponse:
-    """The answer as the front would store it after the fact (``json_response``)."""
-    response = json_response(_funds_body(answer))
-    assert isinstance(response.body, bytes) and response.content_type
-    return idempotency.StoredResponse(
-        response.status, response.content_type, response.body.decode()
-    )
+    """The answer as the front would store it after the fact."""
+    return stored_response(json_response(_funds_body(answer)))
 
 
 @routes.get("/api/wallets/{walletId}/transactions")
