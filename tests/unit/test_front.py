@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -84,3 +85,30 @@ async def test_answers_close_their_connection_once_draining_begins() -> None:
     assert (await front(make_mocked_request("GET", "/healthz"))).keep_alive is not False
     readiness.draining = True
     assert (await front(make_mocked_request("GET", "/healthz"))).keep_alive is False
+
+
+async def test_requests_in_flight_are_counted_until_answered_or_failed() -> None:
+    metrics = Metrics()
+    release = asyncio.Event()
+
+    async def waits(request: web.Request) -> web.Response:
+        await release.wait()
+        if request.query.get("fail"):
+            raise RuntimeError("boom")
+        return web.json_response({})
+
+    front = Front(metrics.http, Readiness()).wrap(waits, "/waits")
+    calls = [
+        asyncio.create_task(front(make_mocked_request("GET", path)))
+        for path in ("/waits", "/waits?fail=1", "/waits")
+    ]
+    await asyncio.sleep(0)
+    assert metrics.http.in_flight == 3
+    body, _ = metrics.render()
+    assert b"voltpay_http_requests_in_flight 3.0" in body
+    release.set()
+    statuses = sorted(response.status for response in await asyncio.gather(*calls))
+    assert statuses == [200, 200, 500]
+    assert metrics.http.in_flight == 0
+    body, _ = metrics.render()
+    assert b"voltpay_http_requests_in_flight 0.0" in body

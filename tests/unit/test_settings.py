@@ -114,6 +114,10 @@ def test_a_socket_folder_may_stand_for_the_host(database_env: pytest.MonkeyPatch
         # Shorter than the start-up republish reads back.
         ("VOLTPAY_OUTBOX__RETENTION_DAYS", "6"),
         ("VOLTPAY_OUTBOX__RETENTION_DAYS", "3651"),
+        # SMS held back for hours, or a threshold no load reaches.
+        ("VOLTPAY_AGENTS__YIELD_MAX_DELAY_SECONDS", "3601"),
+        ("VOLTPAY_AGENTS__YIELD_MAX_DELAY_SECONDS", "-1"),
+        ("VOLTPAY_AGENTS__YIELD_IN_FLIGHT", "-1"),
     ],
 )
 def test_values_past_any_sensible_bound_are_refused(

@@ -67,6 +67,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._sampled_at = float("-inf")
+        # How long the oldest row of the last claim had waited since its
+        # commit: how late the relay is running.
+        self.lag_seconds = 0.0
         self.stats = metrics.agent(self.name, capacity=batch_size * parallel_batches)
 
     def wake(self) -> None:
@@ -102,6 +105,7 @@ class OutboxRelay:
         if task is not None:
             self._wakeup.set()
             await task
+        self._metrics.outbox_yielding.set(0)
         self.stats.stopped()
 
     async def _run(self) -> None:
@@ -143,6 +147,7 @@ class OutboxRelay:
                     break  # the bus is full: the consumer wakes us as it drains
             if pacer is not None:
                 allowed = pacer.allowance(limit)
+                self._metrics.outbox_yielding.set(1 if pacer.yielding else 0)
                 if allowed < limit:
                     # Whole batches only: each PublishBatch costs about the
                     # same CPU whether it carries one event or ten.
@@ -154,7 +159,10 @@ class OutboxRelay:
             if pacer is not None:
                 pacer.spend(len(rows))
             if not rows:
+                self.lag_seconds = 0.0
                 break
+            oldest = min(row.created_at for row in rows)
+            self.lag_seconds = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
             batches = [
                 rows[i : i + self._batch_size] for i in range(0, len(rows), self._batch_size)
             ]

@@ -10,6 +10,11 @@ its user take at most ``factor`` times their rate plus ``floor_per_second``;
 with nothing arriving, there is no limit. A backlog then drains in the API's
 spare time, at ``factor - 1`` times the arrival rate (plus the floor) while
 the API is busy, and at full speed once it is not.
+
+A pacer may also be told when to yield: while ``yield_to()`` is true it takes
+only the floor. The relay yields while ``Load`` finds API requests waiting
+for the daemon's CPU, so that payments are answered first and their events
+go out once the burst is over (or once the oldest has waited its most).
 """
 
 from __future__ import annotations
@@ -57,6 +62,58 @@ class Arrivals:
             self._buckets.popleft()
 
 
+class Load:
+    """Whether API requests are waiting for the daemon's CPU.
+
+    True while at least ``requests`` are in flight and the process used at
+    least ``cpu_share`` of a CPU over the last ``CPU_WINDOW_SECONDS``. Many
+    requests in flight alone may mean a slow database, which the pipeline
+    yielding would not help; a busy CPU alone may be the pipeline itself.
+    """
+
+    CPU_WINDOW_SECONDS = 0.25
+
+    def __init__(
+        self,
+        in_flight: Callable[[], int],
+        *,
+        requests: int,
+        cpu_share: float = 0.8,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        if requests < 1:
+            raise ValueError("requests must be at least 1")
+        self._in_flight = in_flight
+        self._requests = requests
+        self._cpu_share = cpu_share
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._sampled_at = clock()
+        self._cpu_at = cpu_clock()
+        self._share = 0.0
+
+    def busy(self) -> bool:
+        share = self.cpu_share()
+        return self._in_flight() >= self._requests and share >= self._cpu_share
+
+    def cpu_share(self) -> float:
+        """CPU used over the last complete window, as a share of one CPU."""
+        now = self._clock()
+        elapsed = now - self._sampled_at
+        if elapsed >= self.CPU_WINDOW_SECONDS:
+            cpu = self._cpu_clock()
+            # A window much older than one (nobody asked for a while) says
+            # nothing of now: it is only a start.
+            if elapsed < 4 * self.CPU_WINDOW_SECONDS:
+                self._share = (cpu - self._cpu_at) / elapsed
+            else:
+                self._share = 0.0
+            self._sampled_at = now
+            self._cpu_at = cpu
+        return self._share
+
+
 class Pacer:
     def __init__(
         self,
@@ -65,12 +122,16 @@ class Pacer:
         floor_per_second: float,
         arrivals: Arrivals | None = None,
         clock: Callable[[], float] = time.monotonic,
+        yield_to: Callable[[], bool] | None = None,
     ) -> None:
-        """Paced by ``arrivals`` (shared), or by arrivals of its own on ``clock``."""
+        """Paced by ``arrivals`` (shared), or by arrivals of its own on
+        ``clock``; only the floor while ``yield_to()`` is true."""
         if factor < 1:
             raise ValueError("factor must be at least 1: the pipeline must keep up")
         self._factor = factor
         self._floor = floor_per_second
+        self._yield_to = yield_to
+        self.yielding = False
         self._arrivals = arrivals if arrivals is not None else Arrivals(clock)
         self._clock = self._arrivals.clock
         self._tokens = 0.0
@@ -89,6 +150,7 @@ class Pacer:
         if rate < IDLE_RATE:
             self._tokens = 0.0
             self._filled_at = self._clock()
+            self.yielding = False
             return wanted
         self._fill(rate)
         return min(wanted, int(self._tokens))
@@ -106,6 +168,9 @@ class Pacer:
         return max(0.0, missing / self._pace(rate))
 
     def _pace(self, rate: float) -> float:
+        self.yielding = self._yield_to is not None and self._yield_to()
+        if self.yielding:
+            return self._floor
         return self._factor * rate + self._floor
 
     def _fill(self, rate: float) -> None:

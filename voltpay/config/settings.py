@@ -187,6 +187,12 @@ class AgentSettings(BaseModel):
     # committed they run at full speed.
     drain_pace_factor: float = Field(default=1.25, ge=1.0)
     drain_pace_floor: float = Field(default=50.0, gt=0)
+    # Payments first: while at least yield_in_flight API requests are in
+    # flight and the daemon's CPU is busy, the outbox relay publishes only
+    # the floor's events a second, unless the oldest event waiting has waited
+    # yield_max_delay_seconds. 0 (either) turns yielding off.
+    yield_in_flight: int = Field(default=8, ge=0, le=1_000_000)
+    yield_max_delay_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
 class ProviderSettings(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.notifications import NotificationsAgent
 from voltpay.agents.outbox import OutboxRelay
-from voltpay.agents.pacing import Arrivals, Pacer
+from voltpay.agents.pacing import Arrivals, Load, Pacer
 from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
@@ -100,15 +100,34 @@ class Pipeline:
         # take the paced rate of them.
         self._arrivals = Arrivals()
 
-        def pacer() -> Pacer:
+        agents = settings.agents
+        self._load: Load | None = None
+        if agents.yield_in_flight > 0 and agents.yield_max_delay_seconds > 0:
+            self._load = Load(lambda: metrics.http.in_flight, requests=agents.yield_in_flight)
+
+        def pacer(yield_to: Callable[[], bool] | None = None) -> Pacer:
             return Pacer(
-                factor=settings.agents.drain_pace_factor,
-                floor_per_second=settings.agents.drain_pace_floor,
+                factor=agents.drain_pace_factor,
+                floor_per_second=agents.drain_pace_floor,
                 arrivals=self._arrivals,
+                yield_to=yield_to,
             )
 
-        self._relay_pacer = pacer()
+        # Only the relay yields: the poller then has only the floor's events
+        # to take, and a backlog already on the queue drains at its pace.
+        self._relay_pacer = pacer(self._relay_yields if self._load is not None else None)
         self._poller_pacer = pacer()
+
+    def _relay_yields(self) -> bool:
+        """Whether the relay should leave the CPU to API requests now: they
+        wait for it, and the events it holds back have not waited too long."""
+        assert self._load is not None
+        if self._readiness.draining:
+            return False  # stopping: what is held back goes before the bus closes
+        relay = self.relay
+        if relay is not None and relay.lag_seconds >= self._settings.agents.yield_max_delay_seconds:
+            return False
+        return self._load.busy()
 
     async def open(self) -> None:
         aws = self._settings.aws

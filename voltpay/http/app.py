@@ -72,6 +72,7 @@ class Front:
         unmatched = template == UNMATCHED
         logs = api or unmatched
         readiness = self._readiness
+        http = self._http
 
         async def front(request: web.Request) -> web.StreamResponse:
             incoming = request.headers.get(_X_REQUEST_ID)
@@ -82,6 +83,7 @@ class Front:
             token = request_id_var.set(request_id) if logs else None
             started = time.perf_counter()
             status = 500
+            http.in_flight += 1
             try:
                 try:
                     if api or (unmatched and request.path.startswith("/api/")):
@@ -99,6 +101,7 @@ class Front:
                     response.force_close()
                 return response
             finally:
+                http.in_flight -= 1
                 elapsed = time.perf_counter() - started
                 record(request.method, status, elapsed)
                 if log.isEnabledFor(logging.INFO):

@@ -23,7 +23,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -124,6 +129,12 @@ class Metrics:
         self.outbox_oldest_age = Gauge(
             "voltpay_outbox_oldest_waiting_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none wait).",
+            registry=registry,
+        )
+        self.outbox_yielding = Gauge(
+            "voltpay_outbox_yielding",
+            "1 while the outbox relay yields to API requests waiting for the CPU "
+            "(publishing only its floor rate), else 0.",
             registry=registry,
         )
         self.outbox_published = Counter(
@@ -327,6 +338,7 @@ class HttpStats(Collector):
 
     REQUESTS = "voltpay_http_requests"
     DURATION = "voltpay_http_request_duration_seconds"
+    IN_FLIGHT = "voltpay_http_requests_in_flight"
     _REQUEST_LABELS = ("route", "method", "status")
     _DURATION_LABELS = ("route", "method")
 
@@ -336,6 +348,8 @@ class HttpStats(Collector):
         self._requests: dict[tuple[str, str, int], float] = {}
         # (route, method) -> [count per bucket, the last one +Inf], and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # Requests begun and not yet answered (the front keeps the count).
+        self.in_flight = 0
         self.requests_family = _Family(self._REQUEST_LABELS, self._count)
         self.duration_family = _Family(self._DURATION_LABELS, self._observe)
 
@@ -380,10 +394,11 @@ class HttpStats(Collector):
         return [
             CounterMetricFamily(self.REQUESTS, _REQUESTS_HELP, labels=self._REQUEST_LABELS),
             HistogramMetricFamily(self.DURATION, _DURATION_HELP, labels=self._DURATION_LABELS),
+            GaugeMetricFamily(self.IN_FLIGHT, _IN_FLIGHT_HELP),
         ]
 
     def collect(self) -> list[Metric]:
-        requests, duration = self.describe()
+        requests, duration, _ = self.describe()
         assert isinstance(requests, CounterMetricFamily)
         assert isinstance(duration, HistogramMetricFamily)
         for (route, method, status), value in sorted(self._requests.items()):
@@ -391,11 +406,13 @@ class HttpStats(Collector):
         for (route, method), (counts, total) in sorted(self._durations.items()):
             buckets = list(zip(self._edges, itertools.accumulate(counts), strict=True))
             duration.add_metric([route, method], buckets, total[0])
-        return [requests, duration]
+        in_flight = GaugeMetricFamily(self.IN_FLIGHT, _IN_FLIGHT_HELP, self.in_flight)
+        return [requests, duration, in_flight]
 
 
 _REQUESTS_HELP = "HTTP requests answered, by route template, method and status code."
 _DURATION_HELP = "Time to answer an HTTP request, by route template and method."
+_IN_FLIGHT_HELP = "HTTP requests begun and not yet answered."
 
 
 class _Family:
