@@ -66,6 +66,8 @@ class HttpRow:
     ceiling_p99_ms: float | None
     errors: int
     round_ratios: tuple[float, ...] = ()  # voltpay/ceiling req/s, round by round
+    # voltpay's rounds: seconds after each until all its events were texted
+    caught_up_s: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -108,6 +110,7 @@ def http_rows(results: Results) -> list[HttpRow]:
                 tuple(
                     paired_ratios({s.round: s.rps for s in mine}, {s.round: s.rps for s in theirs})
                 ),
+                median(s.caught_up_s for s in mine if s.caught_up_s is not None),
             )
         )
     return rows
@@ -279,8 +282,9 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def http_table(results: Results) -> list[str]:
     lines = [
         "| part | database | conns | rounds | voltpay req/s | p50 ms | p99 ms "
-        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | by round | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | by round | errors "
+        "| SMS caught up s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in http_rows(results):
         lines.append(
@@ -288,7 +292,7 @@ def http_table(results: Results) -> list[str]:
             f"| {_fmt(r.voltpay_rps)} | {_fmt(r.voltpay_p50_ms, 2)} | {_fmt(r.voltpay_p99_ms, 2)} "
             f"| {_fmt(r.ceiling_rps)} | {_fmt(r.ceiling_p50_ms, 2)} | {_fmt(r.ceiling_p99_ms, 2)} "
             f"| {_fmt(r.ratio, 2)} | {', '.join(_fmt(x, 2) for x in r.round_ratios) or '-'} "
-            f"| {r.errors} |"
+            f"| {r.errors} | {_fmt(r.caught_up_s)} |"
         )
     return lines
 
@@ -412,6 +416,11 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         *target_table(targets(figures)),
         "",
         "## HTTP",
+        "",
+        "SMS caught up s: after each of voltpay's rounds (median), the seconds until every "
+        "event the round committed was texted. While requests wait for its CPU, voltpay's "
+        "outbox relay yields to them (`VOLTPAY_AGENTS__YIELD_IN_FLIGHT`) and its events "
+        "go after the round; the next round, of either side, starts only once they have.",
         "",
         *http_table(results),
         "",

@@ -92,6 +92,9 @@ class HttpSample:
     errors: int
     wrapped: int
     steal: float | None = None  # the share of the machine's CPU time stolen meanwhile
+    # voltpay: seconds from the round's end until every event it committed
+    # was texted (events the relay held back while requests waited for the CPU).
+    caught_up_s: float | None = None
 
 
 @dataclass
@@ -377,6 +380,8 @@ class Bench:
                             service, system, stage.database, stage.db, connections
                         )
                     self._record(part, system, database, connections, number, result)
+                    if system == "voltpay" and part != "healthz":
+                        await self._catch_up(stage.db)
 
     async def _singles(self, stage: Stage, part: str) -> None:
         """No ceiling to pair with: one round per level."""
@@ -384,6 +389,16 @@ class Bench:
             await stage.quiet()
             result = await self._wrk_api(stage.voltpay, part, stage.db, connections)
             self._record(part, "voltpay", stage.database, connections, 0, result)
+            await self._catch_up(stage.db)
+
+    async def _catch_up(self, db: BenchDb) -> None:
+        """How long the round's events took to be texted after it ended."""
+        began = time.monotonic()
+        if await db.wait_drained(timeout=180):
+            sample = self.results.http[-1]
+            sample.caught_up_s = round(time.monotonic() - began, 2)
+            if sample.caught_up_s >= 1:
+                _say(f"          its events were all texted {sample.caught_up_s:.1f} s after it")
 
     def _quiet(self, voltpay: Service, db: BenchDb) -> Callable[[], Awaitable[None]]:
         async def wait() -> None:
