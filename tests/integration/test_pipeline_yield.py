@@ -120,7 +120,7 @@ async def test_events_held_back_for_busy_requests_go_once_the_oldest_has_waited_
         assert daemon.metrics.sample(YIELDING) == 1
         assert await sent(events) <= FLOOR * (MAX_DELAY / 2 + 0.5) + 20
 
-        # Past the delay the relay keeps up (1.25 x 100 + 10 a second),
+        # Past the delay the relay keeps up (1.1 x 100 + 10 a second),
         # although requests still wait: all go within a few seconds more. At
         # the floor alone the last would go only about 28 s after the first.
         await eventually(lambda: _all(sent(events)), timeout=MAX_DELAY + 12, interval=0.2)
@@ -151,7 +151,7 @@ async def test_events_go_at_the_usual_pace_when_there_is_no_call_to_yield(
         await asyncio.sleep(2.5)
         events = await welcome_events(alice, EVENTS)
         committed(daemon)
-        # At 1.25 x 100 + 10 a second, all within about 2 s; well inside the
+        # At 1.1 x 100 + 10 a second, all within about 2 s; well inside the
         # delay a yielding relay would have held them for.
         await eventually(lambda: _all(sent(events)), timeout=MAX_DELAY - 1, interval=0.1)
         assert daemon.metrics.sample(YIELDING) == 0

@@ -185,7 +185,7 @@ class AgentSettings(BaseModel):
     # each take at most factor x that rate plus the floor (events a second),
     # so that a backlog drains in the API's spare time; with nothing being
     # committed they run at full speed.
-    drain_pace_factor: float = Field(default=1.25, ge=1.0)
+    drain_pace_factor: float = Field(default=1.1, ge=1.0)
     drain_pace_floor: float = Field(default=50.0, gt=0)
     # Payments first: while at least yield_in_flight API requests are in
     # flight and the daemon's CPU is busy, the outbox relay publishes only
