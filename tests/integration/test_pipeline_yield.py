@@ -151,7 +151,7 @@ async def test_events_go_at_the_usual_pace_when_there_is_no_call_to_yield(
         await asyncio.sleep(2.5)
         events = await welcome_events(alice, EVENTS)
         committed(daemon)
-        # At 1.1 x 100 + 10 a second, all within about 2 s; well inside the
+        # At 1.1 x 100 + 10 a second, all within about 3 s; well inside the
         # delay a yielding relay would have held them for.
         await eventually(lambda: _all(sent(events)), timeout=MAX_DELAY - 1, interval=0.1)
         assert daemon.metrics.sample(YIELDING) == 0
