@@ -398,15 +398,16 @@ class HttpStats(Collector):
         ]
 
     def collect(self) -> list[Metric]:
-        requests, duration, _ = self.describe()
+        requests, duration, in_flight = self.describe()
         assert isinstance(requests, CounterMetricFamily)
         assert isinstance(duration, HistogramMetricFamily)
+        assert isinstance(in_flight, GaugeMetricFamily)
         for (route, method, status), value in sorted(self._requests.items()):
             requests.add_metric([route, method, str(status)], value)
         for (route, method), (counts, total) in sorted(self._durations.items()):
             buckets = list(zip(self._edges, itertools.accumulate(counts), strict=True))
             duration.add_metric([route, method], buckets, total[0])
-        in_flight = GaugeMetricFamily(self.IN_FLIGHT, _IN_FLIGHT_HELP, self.in_flight)
+        in_flight.add_metric([], self.in_flight)
         return [requests, duration, in_flight]
 
 
