@@ -114,6 +114,7 @@ class OutboxEvent(Model):
     next_attempt_at = fields.DatetimeField()
     # A relay's lease on the row while it publishes it; other relays skip it.
     claimed_until = fields.DatetimeField(null=True)
+    claimed_by = fields.UUIDField(null=True)
     last_error = fields.CharField(max_length=255, null=True)
 
     class Meta:
@@ -162,6 +163,7 @@ class Notification(Model):
     attempts = fields.IntField(default=0)
     # A lease: whoever holds it is sending right now; others must not.
     claimed_until = fields.DatetimeField(null=True)
+    claimed_by = fields.UUIDField(null=True)
     created_at = fields.DatetimeField()
     sent_at = fields.DatetimeField(null=True)
 
@@ -180,3 +182,66 @@ class AuditRecord(Model):
 
     class Meta:
         table = "audit_log"
+
+
+class DaemonInstance(Model):
+    """One run of a daemon: every lease names the instance that holds it.
+
+    A lease whose holder has stopped, or whose heartbeat is older than the
+    liveness window, is void, so another daemon (or this one's successor)
+    takes the work over without waiting out the lease.
+    """
+
+    id = fields.UUIDField(primary_key=True)
+    host = fields.CharField(max_length=255)
+    pid = fields.IntField()
+    started_at = fields.DatetimeField()
+    heartbeat_at = fields.DatetimeField()
+    stopped_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "daemon_instances"
+
+
+class NamedLease(Model):
+    """A lease on one piece of shared work (housekeeping, reconciling a bill)."""
+
+    name = fields.CharField(max_length=128, primary_key=True)
+    holder = fields.UUIDField()
+    claimed_until = fields.DatetimeField()
+
+    class Meta:
+        table = "leases"
+
+
+class SimulatedVend(Model):
+    """The simulated electricity provider's record of one vend request.
+
+    The provider stands for a service outside the daemons: its state lives
+    here so that every daemon on one database sees the same vends.
+    """
+
+    request_id = fields.CharField(max_length=64, primary_key=True)
+    meter_number = fields.CharField(max_length=32)
+    amount_minor = fields.BigIntField()
+    status = fields.CharField(max_length=16)
+    token = fields.CharField(max_length=20, null=True)
+    units = fields.CharField(max_length=32, null=True)
+    tariff_minor_per_kwh = fields.BigIntField(null=True)
+    receipt_number = fields.CharField(max_length=64, null=True)
+    reason = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        table = "simulated_vends"
+
+
+class SimulatedMeter(Model):
+    """The last token identifier (minutes since the STS base date) the
+    simulated provider issued for a meter: they only ever rise."""
+
+    meter_number = fields.CharField(max_length=32, primary_key=True)
+    last_token_minute = fields.BigIntField()
+
+    class Meta:
+        table = "simulated_meters"
