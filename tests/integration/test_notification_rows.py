@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from voltpay.models import notifications as store
+from voltpay.models.leases import Lease
 from voltpay.models.tables import InboxEvent, Notification, User
 
 
@@ -27,7 +28,7 @@ def _received(user_id: uuid.UUID | None, body: str | None) -> store.Received:
 
 
 async def test_a_batch_is_noted_once_and_claimed_once_with_each_owners_phone(
-    database: str,
+    instance: uuid.UUID,
 ) -> None:
     ada = await _user("+2348011111111")
     silent = await _user("")
@@ -39,7 +40,7 @@ async def test_a_batch_is_noted_once_and_claimed_once_with_each_owners_phone(
     batch = [texted, no_phone, unknown_user, no_user, no_sms]
 
     before = datetime.now(UTC)
-    claimed = await store.receive(batch, lease_seconds=30)
+    claimed = await store.receive(batch, Lease(instance, 30))
 
     assert set(claimed) == {e.event_id for e in batch if e.body is not None}
     assert claimed[texted.event_id].to == "+2348011111111"
@@ -68,16 +69,16 @@ async def test_a_batch_is_noted_once_and_claimed_once_with_each_owners_phone(
 
     # A redelivery of the same events (and one new) claims only the new one.
     fresh = _received(ada, "Another credit.")
-    again = await store.receive([*batch, fresh], lease_seconds=30)
+    again = await store.receive([*batch, fresh], Lease(instance, 30))
     assert set(again) == {fresh.event_id}
     assert again[fresh.event_id].to == "+2348011111111"
     assert await InboxEvent.filter(event_id__in=[e.event_id for e in batch]).count() == len(batch)
     assert await Notification.filter(event_id__in=[e.event_id for e in batch]).count() == 4
 
 
-async def test_a_batch_with_nothing_to_send_is_only_noted(database: str) -> None:
+async def test_a_batch_with_nothing_to_send_is_only_noted(instance: uuid.UUID) -> None:
     quiet = [_received(None, None), _received(uuid.uuid4(), None)]
-    assert await store.receive(quiet, lease_seconds=30) == {}
-    assert await store.receive([], lease_seconds=30) == {}
+    assert await store.receive(quiet, Lease(instance, 30)) == {}
+    assert await store.receive([], Lease(instance, 30)) == {}
     assert await InboxEvent.filter(event_id__in=[e.event_id for e in quiet]).count() == 2
     assert not await Notification.filter(event_id__in=[e.event_id for e in quiet]).exists()

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from tests.plans import plan_nodes
+from voltpay.models.leases import live_cutoff
 from voltpay.models.outbox import _CLAIM
 
 WAITING = 3000
@@ -60,10 +61,13 @@ async def test_a_claim_reads_one_batch_of_a_backlog_its_statistics_never_saw(
         now = datetime.now(UTC)
         async with conn.transaction():  # the claim's row locks, as the relay takes them
             explained = await conn.fetchval(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + _CLAIM.format(lock=" FOR UPDATE SKIP LOCKED"),
+                "EXPLAIN (ANALYZE, FORMAT JSON) "
+                + _CLAIM.format(lock=" FOR UPDATE OF outbox SKIP LOCKED"),
                 now + timedelta(seconds=60),
+                uuid.uuid4(),
                 now,
                 now,
+                live_cutoff(now),
                 BATCH,
             )
             # EXPLAIN ANALYZE ran the claim itself.

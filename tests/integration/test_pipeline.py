@@ -28,7 +28,9 @@ from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
 from voltpay.daemon.runtime import Daemon
 from voltpay.domain.events import rfc3339
+from voltpay.models import leases
 from voltpay.models import outbox as outbox_store
+from voltpay.models.leases import Lease
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import AuditRecord, InboxEvent, Notification, OutboxEvent
 from voltpay.observability.metrics import Metrics
@@ -291,6 +293,7 @@ class FakePublisher:
 
 def relay_with(
     publisher: FakePublisher,
+    holder: uuid.UUID,
     *,
     metrics: Metrics | None = None,
     batch_size: int = 10,
@@ -300,6 +303,7 @@ def relay_with(
 ) -> OutboxRelay:
     return OutboxRelay(
         publisher,  # type: ignore[arg-type]
+        lease=Lease(holder, 60.0),
         metrics=metrics or Metrics(process_metrics=False),
         interval_seconds=60.0,
         batch_size=batch_size,
@@ -319,11 +323,11 @@ async def add_outbox_rows(count: int) -> list[str]:
     return event_ids
 
 
-async def test_the_relay_publishes_in_batches_of_at_most_ten(database: str) -> None:
+async def test_the_relay_publishes_in_batches_of_at_most_ten(instance: uuid.UUID) -> None:
     event_ids = await add_outbox_rows(25)
     publisher = FakePublisher()
     metrics = Metrics(process_metrics=False)
-    relay = relay_with(publisher, metrics=metrics)
+    relay = relay_with(publisher, instance, metrics=metrics)
 
     assert await relay.flush() == 25
 
@@ -348,7 +352,7 @@ async def test_the_relay_publishes_in_batches_of_at_most_ten(database: str) -> N
 
 
 async def test_a_half_failed_batch_keeps_the_failed_rows_for_a_later_retry(
-    database: str,
+    instance: uuid.UUID,
 ) -> None:
     event_ids = await add_outbox_rows(10)
     publisher = FakePublisher()
@@ -356,7 +360,7 @@ async def test_a_half_failed_batch_keeps_the_failed_rows_for_a_later_retry(
     publisher.drop = set(event_ids[6:8])  # missing from the response
     failed = publisher.refuse | publisher.drop
     metrics = Metrics(process_metrics=False)
-    relay = relay_with(publisher, metrics=metrics, max_backoff_seconds=0.3)
+    relay = relay_with(publisher, instance, metrics=metrics, max_backoff_seconds=0.3)
 
     assert await relay.flush() == 5
     checked_at = datetime.now(UTC)
@@ -399,7 +403,12 @@ async def test_a_half_failed_batch_keeps_the_failed_rows_for_a_later_retry(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database: str) -> None:
+async def test_two_relays_flushing_at_once_never_publish_an_event_twice(
+    instance: uuid.UUID,
+) -> None:
+    another = uuid.uuid4()  # a second daemon, live too
+    await leases.register(another)
+
     # Two pooled connections open before the race: otherwise the second relay's
     # first claim waits for a new connection and never overlaps the first's.
     async def hold_a_connection() -> None:
@@ -411,7 +420,8 @@ async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database
     # Small claims and a slow SNS keep both relays claiming while the other publishes.
     first, second = FakePublisher(delay_seconds=0.02), FakePublisher(delay_seconds=0.02)
     relays = [
-        relay_with(publisher, batch_size=3, parallel_batches=2) for publisher in (first, second)
+        relay_with(publisher, instance, batch_size=3, parallel_batches=2)
+        for publisher in (first, second)
     ]
 
     counts = await asyncio.gather(*(relay.flush() for relay in relays))
@@ -425,7 +435,7 @@ async def test_two_relays_flushing_at_once_never_publish_an_event_twice(database
     assert not await OutboxEvent.filter(published_at__isnull=True).exists()
 
 
-async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) -> None:
+async def test_a_paced_relay_publishes_only_what_the_pace_allows(instance: uuid.UUID) -> None:
     event_ids = await add_outbox_rows(45)
     clock = Clock()
     pacer = Pacer(factor=1.0, floor_per_second=10, clock=clock)
@@ -434,7 +444,7 @@ async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) 
         clock.now += 0.01
     pacer.spend(pacer.allowance(1000))
     publisher = FakePublisher()
-    relay = relay_with(publisher, pacer=pacer)
+    relay = relay_with(publisher, instance, pacer=pacer)
 
     # Nothing saved up: the paced pass publishes nothing (and sets itself a
     # timer for the next batch).
@@ -452,7 +462,7 @@ async def test_a_paced_relay_publishes_only_what_the_pace_allows(database: str) 
 
 
 async def test_claims_take_the_earliest_due_rows_and_the_backlog_gauge_reads_them(
-    database: str,
+    instance: uuid.UUID,
 ) -> None:
     published = await add_outbox_rows(3)
     await OutboxEvent.filter(event_id__in=published).update(published_at=datetime.now(UTC))
@@ -469,11 +479,11 @@ async def test_claims_take_the_earliest_due_rows_and_the_backlog_gauge_reads_the
     assert oldest_seen is not None and oldest_seen.tzinfo is not None
     assert abs((oldest_seen - oldest).total_seconds()) < 0.001
 
-    claimed = await outbox_store.claim_due(1)
+    claimed = await outbox_store.claim_due(1, Lease(instance, 60))
     assert [str(row.event_id) for row in claimed] == [waiting[-1]]
-    claimed = await outbox_store.claim_due(10)
+    claimed = await outbox_store.claim_due(10, Lease(instance, 60))
     assert [str(row.event_id) for row in claimed] == waiting[:-1]  # in id order within a claim
-    assert await outbox_store.claim_due(10) == []  # claimed rows are leased
+    assert await outbox_store.claim_due(10, Lease(instance, 60)) == []  # claimed rows are leased
 
     await OutboxEvent.all().update(published_at=datetime.now(UTC))
     assert await outbox_store.backlog() == (0, None)

@@ -32,7 +32,8 @@ from voltpay.bridges.electricity import (
 from voltpay.domain.bills import BillNotPayable
 from voltpay.domain.money import format_minor
 from voltpay.models import bills as bill_store
-from voltpay.models import wallets
+from voltpay.models import leases, wallets
+from voltpay.models.leases import Lease
 from voltpay.models.tables import Bill
 from voltpay.observability.metrics import Metrics
 
@@ -83,8 +84,11 @@ class BillsAgent:
         vend_timeout_seconds: float,
         reconcile_interval_seconds: float,
         on_events: Callable[[], None],
+        instance_id: uuid.UUID,
     ) -> None:
         self._provider = provider
+        # A requery and a re-vend each take at most the vend timeout.
+        self._reconcile_lease = Lease(instance_id, 2 * vend_timeout_seconds + 5)
         self._bill_ttl_seconds = bill_ttl_seconds
         self._tariff_minor_per_kwh = tariff_minor_per_kwh
         self._vend_timeout = vend_timeout_seconds
@@ -223,8 +227,15 @@ class BillsAgent:
         stuck = await bill_store.stuck_in_processing(moment - timedelta(seconds=self._vend_timeout))
         settled = 0
         for bill in stuck:
-            if await self._reconcile(bill):
-                settled += 1
+            # One daemon at a time settles a bill: the others skip it.
+            name = f"reconcile:{bill.id}"
+            if not await leases.take(name, self._reconcile_lease):
+                continue
+            try:
+                if await self._reconcile(bill):
+                    settled += 1
+            finally:
+                await leases.give_back(name, self._reconcile_lease.holder)
         return settled
 
     async def _reconcile(self, bill: Bill) -> bool:

@@ -2,12 +2,13 @@
 
 Order of work, chosen so that a crash can at worst resend once and never
 lose an SMS: record the event id in the inbox, create the notification row
-(unique per event id) already holding a short lease on it, send, mark it
-sent, and only then let the poller delete the SQS message. A crash after the send but
-before "sent" is recorded leaves the row queued with an expiring lease; the
-redelivered message finds it and sends again (the one possible duplicate).
-A duplicate delivery while the first is still sending finds the lease held
-and is deferred, not sent.
+(unique per event id) already holding this daemon's lease on it, send, mark
+it sent, and only then let the poller delete the SQS message. A crash after
+the send but before "sent" is recorded leaves the row queued with a lease
+whose holder is no longer live; the redelivered message finds it, takes the
+lease over and sends again (the one possible duplicate). A duplicate delivery
+while a live daemon is still sending finds the lease held and is deferred,
+not sent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from voltpay.bridges.sms import SmsError, SmsMessage, SmsSender
 from voltpay.domain.events import Event
 from voltpay.domain.sms import UnknownEvent, render_sms
 from voltpay.models import notifications as store
+from voltpay.models.leases import LIVENESS_SECONDS, Lease
 from voltpay.observability.logging import log_context
 from voltpay.observability.metrics import Metrics
 
@@ -62,20 +64,22 @@ class NotificationsAgent:
         capacity: int,
         concurrency: int,
         currency: str,
-        lease_seconds: float,
+        lease: Lease,
     ) -> None:
         self._sender = sender
         self._metrics = metrics
         self._currency = currency
-        self._lease = lease_seconds
+        self._lease = lease
         self.mailbox: Mailbox[Sequence[Event], dict[uuid.UUID, Disposition]] = Mailbox(
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
 
     @property
-    def lease_seconds(self) -> float:
-        """How long a notification stays claimed by whoever is sending it."""
-        return self._lease
+    def defer_seconds(self) -> float:
+        """How long to wait before looking again at an event whose notification
+        another instance holds: it is sent by then, or its holder, if it died,
+        is known to be dead (so the lease is void), or the lease has run out."""
+        return min(self._lease.seconds, 2 * LIVENESS_SECONDS) + 1
 
     async def handle(self, events: Sequence[Event]) -> dict[uuid.UUID, Disposition]:
         """What became of each event, by event id."""
@@ -147,7 +151,7 @@ class NotificationsAgent:
                 # (and send again) while this send is still under way.
                 receipt = await asyncio.wait_for(
                     self._sender.send(SmsMessage(phone, r.body, str(r.event_id))),
-                    self._lease * 0.9,
+                    self._lease.seconds * 0.9,
                 )
             except TimeoutError:
                 self._metrics.sms_failed.labels(sender=sender).inc()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from voltpay.agents.pacing import Pacer
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome, SnsPublisher
 from voltpay.models import outbox as outbox_store
+from voltpay.models.leases import Lease
 from voltpay.models.tables import OutboxEvent
 from voltpay.observability.metrics import Metrics
 
@@ -40,6 +41,7 @@ class OutboxRelay:
         self,
         publisher: SnsPublisher,
         *,
+        lease: Lease,
         metrics: Metrics,
         interval_seconds: float,
         batch_size: int = 10,
@@ -50,6 +52,8 @@ class OutboxRelay:
         pacer: Pacer | None = None,
     ) -> None:
         self._publisher = publisher
+        # Rows being published are leased to this daemon.
+        self._lease = lease
         self._metrics = metrics
         self._interval = interval_seconds
         self._batch_size = batch_size
@@ -155,7 +159,7 @@ class OutboxRelay:
                     if limit <= 0:
                         self._resume_in(pacer.delay(self._batch_size))
                         break
-            rows = await outbox_store.claim_due(limit)
+            rows = await outbox_store.claim_due(limit, self._lease)
             if pacer is not None:
                 pacer.spend(len(rows))
             if not rows:

@@ -177,13 +177,12 @@ class SqsPoller:
             for message in done:
                 self._schedule_delete(message)
             if deferred:
-                # Its notification is leased: either another consumer is sending
-                # it, or a consumer died (or failed) holding the lease. Look
-                # again once the lease is surely over, not sooner: each look is
-                # a receive, and SQS dead-letters the message after
-                # maxReceiveCount of them while the lease (60 s) outlasts
-                # several visibility timeouts (30 s), so the SMS was never sent.
-                hidden = min(math.ceil(self._notifications.lease_seconds) + 1, MAX_VISIBILITY)
+                # Its notification is leased: another consumer is sending it,
+                # or one died holding the lease. Look again once the send is
+                # surely over or the holder surely known dead, not sooner: each
+                # look is a receive, and SQS dead-letters the message after
+                # maxReceiveCount of them.
+                hidden = min(math.ceil(self._notifications.defer_seconds), MAX_VISIBILITY)
                 await self._consumer.extend_visibility(deferred, hidden)
             self.stats.succeeded(time.perf_counter() - started)
         except Exception as exc:

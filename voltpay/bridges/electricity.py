@@ -17,12 +17,17 @@ run.
 
 Tokens are SIMULATED STS tokens (see ``voltpay.domain.sts``): they decode with
 the provider's token key but are not valid on a real meter.
+
+The simulated provider stands for a service outside the daemons, so what it
+knows lives in a ``VendStore``: in memory for one process
+(``InMemoryVendStore``), or in the database every daemon shares
+(``voltpay.models.simulated_provider.DatabaseVendStore``), where tokens stay
+unique per meter and any daemon's requery finds any daemon's vend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import random
 import re
@@ -35,6 +40,9 @@ from typing import Protocol
 
 from voltpay.config.settings import ConfigurationError, ProviderSettings
 from voltpay.domain import sts
+from voltpay.domain.vending import VendRecord
+from voltpay.domain.vending import VendResult as VendResult
+from voltpay.domain.vending import VendStatus as VendStatus
 
 DEFAULT_TOKEN_KEY = b"voltpay-simulated-sts-token-key"
 DEFAULT_REMEMBERED_REQUESTS = 20_000
@@ -53,24 +61,6 @@ class MeterInfo:
     address: str
     minimum_amount_minor: int
     maximum_amount_minor: int
-
-
-@dataclass(frozen=True)
-class VendResult:
-    request_id: str
-    token: str
-    """20 digits, unformatted; ``sts.format_token`` groups them for people."""
-    units: Decimal
-    """kWh bought, two places, rounded down."""
-    tariff_minor_per_kwh: int
-    receipt_number: str
-
-
-class VendStatus(enum.Enum):
-    SUCCESS = "success"
-    FAILED = "failed"
-    PENDING = "pending"
-    NOT_FOUND = "not_found"
 
 
 @dataclass(frozen=True)
@@ -220,24 +210,46 @@ _AREAS = (
 )
 
 
-@dataclass
-class _VendRecord:
-    meter_number: str
-    amount_minor: int
-    status: VendStatus
-    result: VendResult | None = None
-    reason: str | None = None
+class VendStore(Protocol):
+    """Where the simulated provider keeps what it knows: the record of each
+    request id, each meter's last token identifier and the receipt numbers
+    handed out.
+
+    Each method is atomic on its own. Providers that share one store (daemons
+    over one database) therefore share one record per request id, one rising
+    token identifier per meter and one series of receipt numbers.
+    """
+
+    async def find(self, request_id: str) -> VendRecord | None:
+        """The record stored for ``request_id``, if any."""
+        ...
+
+    async def add(self, request_id: str, record: VendRecord) -> bool:
+        """Store ``record`` for ``request_id`` unless a record is stored for
+        it already (the first writer wins); True when this one was stored."""
+        ...
+
+    async def next_token_minute(self, meter: str, now_minute: int) -> int:
+        """The larger of ``now_minute`` and one past the meter's last token
+        identifier, stored as its last: larger than every earlier answer for
+        this meter."""
+        ...
+
+    async def next_receipt_number(self) -> int:
+        """A non-negative number no earlier call answered, on this store or on
+        any store over the same shared state."""
+        ...
 
 
-# What the simulation keeps of a request: a tuple of strings, numbers and
+# What the in-memory store keeps of a request: a tuple of strings, numbers and
 # None, which the garbage collector stops tracking after its first look. Kept
-# as _VendRecord and VendResult objects, the 20,000 remembered requests were
-# 40,000 objects that every full collection walked, under pay load about three
-# quarters of everything it walked.
+# as VendRecord and VendResult objects, the 20,000 remembered requests would be
+# 40,000 objects that every full collection walks, under pay load about three
+# quarters of everything it walks.
 _Kept = tuple[str, int, str, str | None, Decimal | None, int | None, str | None, str | None]
 
 
-def _keep(record: _VendRecord) -> _Kept:
+def _keep(record: VendRecord) -> _Kept:
     result = record.result
     return (
         record.meter_number,
@@ -251,12 +263,60 @@ def _keep(record: _VendRecord) -> _Kept:
     )
 
 
-def _recall(request_id: str, kept: _Kept) -> _VendRecord:
+def _recall(request_id: str, kept: _Kept) -> VendRecord:
     meter, amount_minor, status, token, units, tariff, receipt, reason = kept
     result = None
     if token is not None and units is not None and tariff is not None and receipt is not None:
         result = VendResult(request_id, token, units, tariff, receipt)
-    return _VendRecord(meter, amount_minor, VendStatus(status), result=result, reason=reason)
+    return VendRecord(meter, amount_minor, VendStatus(status), result=result, reason=reason)
+
+
+class InMemoryVendStore:
+    """A ``VendStore`` in this process's memory, for one process alone.
+
+    It keeps the last ``max_remembered`` request ids and the last
+    ``max_remembered`` meters' token identifiers. Receipt numbers count up from
+    a random start, so a restarted process is unlikely to repeat its
+    predecessor's.
+    """
+
+    def __init__(
+        self, max_remembered: int = DEFAULT_REMEMBERED_REQUESTS, *, rng: random.Random | None = None
+    ) -> None:
+        if max_remembered < 1:
+            raise ValueError("max_remembered_requests must be at least 1")
+        self._max_remembered = max_remembered
+        self._records: OrderedDict[str, _Kept] = OrderedDict()
+        self._last_token_minute: OrderedDict[str, int] = OrderedDict()
+        self._next_receipt = (rng if rng is not None else random.Random()).randrange(
+            _RECEIPT_NUMBERS
+        )
+
+    async def find(self, request_id: str) -> VendRecord | None:
+        kept = self._records.get(request_id)
+        return None if kept is None else _recall(request_id, kept)
+
+    async def add(self, request_id: str, record: VendRecord) -> bool:
+        if request_id in self._records:
+            return False
+        self._records[request_id] = _keep(record)
+        if len(self._records) > self._max_remembered:
+            self._records.popitem(last=False)
+        return True
+
+    async def next_token_minute(self, meter: str, now_minute: int) -> int:
+        last = self._last_token_minute.get(meter)
+        minute = now_minute if last is None else max(now_minute, last + 1)
+        self._last_token_minute[meter] = minute
+        self._last_token_minute.move_to_end(meter)
+        if len(self._last_token_minute) > self._max_remembered:
+            self._last_token_minute.popitem(last=False)
+        return minute
+
+    async def next_receipt_number(self) -> int:
+        number = self._next_receipt
+        self._next_receipt += 1
+        return number
 
 
 def _utc_now() -> datetime:
@@ -270,14 +330,18 @@ def _format_minor(amount_minor: int) -> str:
 
 
 class SimulatedProvider:
-    """An in-memory provider for development and tests.
+    """A simulated provider for development and tests.
 
     ``failure_rate`` and ``timeout_rate`` make fresh vends fail (confirmed,
     nothing vended) or lose their answer (the vend DID happen; ``requery``
     tells), and ``unavailable`` makes every call raise ProviderUnavailable.
     The three are public attributes: tests may flip them between calls. The
-    outcome of each request id is remembered for the last
-    ``max_remembered_requests`` ids; the simulation never answers PENDING.
+    simulation never answers PENDING.
+
+    What the provider knows lives in ``store``; without one, an
+    ``InMemoryVendStore`` remembers the outcome of the last
+    ``max_remembered_requests`` request ids. Providers given one shared store
+    behave as one provider.
     """
 
     def __init__(
@@ -294,6 +358,7 @@ class SimulatedProvider:
         rng: random.Random | None = None,
         clock: Callable[[], datetime] | None = None,
         max_remembered_requests: int = DEFAULT_REMEMBERED_REQUESTS,
+        store: VendStore | None = None,
     ) -> None:
         if tariff_minor_per_kwh <= 0:
             raise ValueError("the tariff must be positive")
@@ -308,8 +373,6 @@ class SimulatedProvider:
             raise ValueError("latency_seconds cannot be negative")
         if not token_key:
             raise ValueError("token_key must not be empty")
-        if max_remembered_requests < 1:
-            raise ValueError("max_remembered_requests must be at least 1")
         self.unavailable = unavailable
         self.failure_rate = failure_rate
         self.timeout_rate = timeout_rate
@@ -320,10 +383,11 @@ class SimulatedProvider:
         self._token_key = token_key
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock if clock is not None else _utc_now
-        self._max_remembered_requests = max_remembered_requests
-        self._records: OrderedDict[str, _Kept] = OrderedDict()
-        self._last_token_minute: OrderedDict[str, int] = OrderedDict()
-        self._next_receipt = self._rng.randrange(_RECEIPT_NUMBERS)
+        self._store: VendStore = (
+            store
+            if store is not None
+            else InMemoryVendStore(max_remembered_requests, rng=self._rng)
+        )
 
     async def verify(self, meter_number: str) -> MeterInfo:
         self._require_reachable()
@@ -334,7 +398,10 @@ class SimulatedProvider:
         meter = self._known_meter(meter_number)
         # The provider acts before its answer travels back: a caller that gives
         # up during the latency leaves a vend that happened, as in real life.
-        record, answer_lost = self._settle(request_id, meter, amount_minor)
+        record, made_here = await self._settle(request_id, meter, amount_minor)
+        answer_lost = (
+            made_here and record.status is VendStatus.SUCCESS and self._happens(self.timeout_rate)
+        )
         if self.latency_seconds:
             await asyncio.sleep(self.latency_seconds)
         if answer_lost:
@@ -345,14 +412,13 @@ class SimulatedProvider:
 
     async def requery(self, request_id: str) -> RequeryResult:
         self._require_reachable()
-        kept = self._records.get(request_id)
-        if kept is None:
+        record = await self._store.find(request_id)
+        if record is None:
             return RequeryResult(status=VendStatus.NOT_FOUND, result=None, reason=None)
-        record = _recall(request_id, kept)
         return RequeryResult(status=record.status, result=record.result, reason=record.reason)
 
     async def close(self) -> None:
-        """Nothing to release: the simulation holds no connections."""
+        """Nothing to release: the simulation holds no connections of its own."""
 
     def _require_reachable(self) -> None:
         if self.unavailable:
@@ -382,23 +448,30 @@ class SimulatedProvider:
             maximum_amount_minor=self._maximum_amount_minor,
         )
 
-    def _settle(self, request_id: str, meter: str, amount_minor: int) -> tuple[_VendRecord, bool]:
-        """The record for this request id, and whether this answer is lost."""
-        kept = self._records.get(request_id)
-        if kept is not None:
-            if kept[:2] != (meter, amount_minor):
-                raise VendFailed(REQUEST_ID_REUSED)
-            return _recall(request_id, kept), False
-        record = self._attempt(request_id, meter, amount_minor)
-        self._records[request_id] = _keep(record)
-        if len(self._records) > self._max_remembered_requests:
-            self._records.popitem(last=False)
-        answer_lost = record.status is VendStatus.SUCCESS and self._happens(self.timeout_rate)
-        return record, answer_lost
+    async def _settle(
+        self, request_id: str, meter: str, amount_minor: int
+    ) -> tuple[VendRecord, bool]:
+        """The record for this request id, and whether this call made it.
 
-    def _attempt(self, request_id: str, meter: str, amount_minor: int) -> _VendRecord:
-        def failed(reason: str) -> _VendRecord:
-            return _VendRecord(meter, amount_minor, VendStatus.FAILED, reason=reason)
+        The first record stored wins: callers racing on one request id, in
+        this process or in others sharing the store, all answer the stored
+        outcome, and a loser's attempt is never answered.
+        """
+        stored = await self._store.find(request_id)
+        if stored is None:
+            attempted = await self._attempt(request_id, meter, amount_minor)
+            if await self._store.add(request_id, attempted):
+                return attempted, True
+            stored = await self._store.find(request_id)
+            if stored is None:  # pragma: no cover - stored by another, forgotten since
+                raise VendOutcomeUnknown(request_id)
+        if (stored.meter_number, stored.amount_minor) != (meter, amount_minor):
+            raise VendFailed(REQUEST_ID_REUSED)
+        return stored, False
+
+    async def _attempt(self, request_id: str, meter: str, amount_minor: int) -> VendRecord:
+        def failed(reason: str) -> VendRecord:
+            return VendRecord(meter, amount_minor, VendStatus.FAILED, reason=reason)
 
         if amount_minor < self._minimum_amount_minor:
             return failed(
@@ -418,7 +491,7 @@ class SimulatedProvider:
         try:
             token = sts.generate_token(
                 units_tenths_kwh,
-                self._issue_time(meter),
+                await self._issue_time(meter),
                 self._rng.randrange(16),
                 self.decoder_key(meter),
             )
@@ -429,28 +502,24 @@ class SimulatedProvider:
             token=token,
             units=sts.units_for_amount(amount_minor, self._tariff_minor_per_kwh),
             tariff_minor_per_kwh=self._tariff_minor_per_kwh,
-            receipt_number=self._new_receipt_number(),
+            receipt_number=await self._new_receipt_number(),
         )
-        return _VendRecord(meter, amount_minor, VendStatus.SUCCESS, result=result)
+        return VendRecord(meter, amount_minor, VendStatus.SUCCESS, result=result)
 
-    def _issue_time(self, meter: str) -> datetime:
+    async def _issue_time(self, meter: str) -> datetime:
         """Now, or one minute past this meter's last token when that is later.
 
         A meter accepts each token identifier once and only ever rising ones,
         so two tokens for one meter in the same minute must not share it; real
-        vending servers step the identifier forward the same way.
+        vending servers step the identifier forward the same way. The store
+        steps it, so the rule holds across every provider sharing the store.
         """
         now = self._clock()
-        minutes = sts.token_identifier(now)
-        last = self._last_token_minute.get(meter)
-        if last is not None and last >= minutes:
-            minutes = last + 1
-            now = sts.BASE_DATE_2014 + timedelta(minutes=minutes)
-        self._last_token_minute[meter] = minutes
-        self._last_token_minute.move_to_end(meter)
-        if len(self._last_token_minute) > self._max_remembered_requests:
-            self._last_token_minute.popitem(last=False)
-        return now
+        now_minute = sts.token_identifier(now)
+        minute = await self._store.next_token_minute(meter, now_minute)
+        if minute == now_minute:
+            return now
+        return sts.BASE_DATE_2014 + timedelta(minutes=minute)
 
     def decoder_key(self, meter: str) -> bytes:
         # Each meter decodes with a key of its own, as STS decoder keys are.
@@ -459,11 +528,9 @@ class SimulatedProvider:
     def _happens(self, probability: float) -> bool:
         return probability > 0 and self._rng.random() < probability
 
-    def _new_receipt_number(self) -> str:
-        # A counter from a random start: unique for this process's lifetime.
-        number = self._next_receipt
-        self._next_receipt = (number + 1) % _RECEIPT_NUMBERS
-        return f"SIM-{number:012d}"
+    async def _new_receipt_number(self) -> str:
+        number = await self._store.next_receipt_number()
+        return f"SIM-{number % _RECEIPT_NUMBERS:012d}"
 
 
 def _minor_units(value: Decimal, setting: str) -> int:
@@ -474,9 +541,13 @@ def _minor_units(value: Decimal, setting: str) -> int:
     return int(integral)
 
 
-def build_provider(settings: ProviderSettings) -> ElectricityProvider:
+def build_provider(
+    settings: ProviderSettings, store: VendStore | None = None
+) -> ElectricityProvider:
     """The configured provider (today always the simulated one).
 
+    ``store`` is where the simulated provider keeps its state: the one every
+    daemon shares, or none for a provider in this process's memory.
     ``settings.vend_timeout_seconds`` is the caller's to enforce.
     """
     minimum = _minor_units(settings.minimum_amount, "minimum_amount")
@@ -494,6 +565,7 @@ def build_provider(settings: ProviderSettings) -> ElectricityProvider:
             timeout_rate=settings.timeout_rate,
             latency_seconds=settings.latency_seconds,
             unavailable=settings.unavailable,
+            store=store,
         )
     except ValueError as exc:
         raise ConfigurationError(f"VOLTPAY_PROVIDER: {exc}") from None

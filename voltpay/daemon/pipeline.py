@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +27,12 @@ from voltpay.config import Settings
 from voltpay.config.settings import REPUBLISH_WINDOW_DAYS
 from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
+from voltpay.models.leases import Lease
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon.pipeline")
 NOTIFY_LEASE_SECONDS = 60
+OUTBOX_LEASE_SECONDS = 60.0
 # Measured on the embedded endpoint (bench --only pipeline): a window of 10
 # delivered 0.82 of the raw client's events/s, 20 about 0.6-0.7 and 40 0.53;
 # moto answers faster the shorter its queue.
@@ -81,9 +84,11 @@ class Pipeline:
         metrics: Metrics,
         readiness: Readiness,
         *,
+        instance_id: uuid.UUID,
         sms_sender: SmsSender | None = None,
     ) -> None:
         self._settings = settings
+        self._instance_id = instance_id
         self._metrics = metrics
         self._readiness = readiness
         self._sms_sender = sms_sender
@@ -158,6 +163,7 @@ class Pipeline:
         self._readiness.checks["sqs"] = self._consumer.check
         self.relay = OutboxRelay(
             publisher,
+            lease=Lease(self._instance_id, OUTBOX_LEASE_SECONDS),
             metrics=self._metrics,
             interval_seconds=self._settings.outbox.relay_interval_seconds,
             batch_size=self._settings.outbox.batch_size,
@@ -181,7 +187,10 @@ class Pipeline:
             concurrency=batches,
             currency=settings.limits.currency,
             # At least as long as the SMS sender's own retries can take.
-            lease_seconds=float(max(settings.aws.visibility_timeout_seconds, NOTIFY_LEASE_SECONDS)),
+            lease=Lease(
+                self._instance_id,
+                float(max(settings.aws.visibility_timeout_seconds, NOTIFY_LEASE_SECONDS)),
+            ),
         )
         self.audit = AuditAgent(
             app, metrics=self._metrics, capacity=in_flight, concurrency=min(batches, 4)

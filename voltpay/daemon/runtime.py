@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,14 +29,17 @@ from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app
 from voltpay.http.context import Readiness, Services
-from voltpay.models import idempotency
+from voltpay.models import idempotency, leases
 from voltpay.models import outbox as outbox_store
 from voltpay.models import users as user_store
 from voltpay.models.database import close_database, open_database
+from voltpay.models.simulated_provider import DatabaseVendStore
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon")
 HOUSEKEEPING_SECONDS = 600.0
+HOUSEKEEPING = "housekeeping"
+HOUSEKEEPING_LEASE_SECONDS = 300.0
 Step = Callable[[], Awaitable[None]]
 
 
@@ -50,10 +54,13 @@ class Daemon:
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     readiness: Readiness = field(default_factory=Readiness)
     port: int | None = None
+    # This run's name in every lease it takes.
+    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
     _closers: list[tuple[str, Step]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _watchdog: asyncio.Task[None] | None = None
     _housekeeping: asyncio.Task[None] | None = None
+    _heartbeat: asyncio.Task[None] | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     pipeline: Pipeline | None = None
     bills: BillsAgent | None = None
@@ -67,12 +74,23 @@ class Daemon:
         await open_database(settings.database.url, pool_max_size=settings.database.pool_max_size)
         self._on_close("database", close_database)
         self.readiness.checks["database"] = _database_check
+        reaped = await leases.register(self.instance_id)
+        if reaped:
+            log.info("%d earlier run(s) on this machine ended without stopping", reaped)
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        self._on_close("instance", self._stop_instance)
 
-        provider = self.provider or build_provider(settings.provider)
+        provider = self.provider or build_provider(settings.provider, store=DatabaseVendStore())
         self.provider = provider
         self._on_close("provider", provider.close)
 
-        pipeline = Pipeline(settings, self.metrics, self.readiness, sms_sender=self.sms_sender)
+        pipeline = Pipeline(
+            settings,
+            self.metrics,
+            self.readiness,
+            instance_id=self.instance_id,
+            sms_sender=self.sms_sender,
+        )
         self.pipeline = pipeline
         await pipeline.open()
         self._on_close("event pipeline bridges", pipeline.close)
@@ -96,6 +114,7 @@ class Daemon:
             vend_timeout_seconds=settings.provider.vend_timeout_seconds,
             reconcile_interval_seconds=settings.billing.reconcile_interval_seconds,
             on_events=pipeline.wake,
+            instance_id=self.instance_id,
         )
         pipeline.build_agents(app)
         await app.start()
@@ -138,22 +157,51 @@ class Daemon:
         """Forget expired sessions, failed logins and idempotency keys, and
         delivered events past their retention."""
         retention = timedelta(days=self.settings.outbox.retention_days)
+        lease = leases.Lease(self.instance_id, HOUSEKEEPING_LEASE_SECONDS)
         while not self._stopping.is_set():
             try:
-                await user_store.purge_expired()
-                await idempotency.purge_expired()
-                outbox, inbox = await outbox_store.purge_delivered(datetime.now(UTC) - retention)
-                if outbox or inbox:
-                    log.info(
-                        "deleted %d published outbox rows and %d inbox rows older than %d days",
-                        outbox,
-                        inbox,
-                        self.settings.outbox.retention_days,
-                    )
+                # One daemon at a time keeps house; the others skip the pass.
+                if await leases.take(HOUSEKEEPING, lease):
+                    try:
+                        await self._keep_house_once(retention)
+                    finally:
+                        await leases.give_back(HOUSEKEEPING, self.instance_id)
             except Exception:
                 log.exception("housekeeping failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), HOUSEKEEPING_SECONDS)
+
+    async def _keep_house_once(self, retention: timedelta) -> None:
+        await user_store.purge_expired()
+        await idempotency.purge_expired()
+        await leases.purge()
+        outbox, inbox = await outbox_store.purge_delivered(datetime.now(UTC) - retention)
+        if outbox or inbox:
+            log.info(
+                "deleted %d published outbox rows and %d inbox rows older than %d days",
+                outbox,
+                inbox,
+                self.settings.outbox.retention_days,
+            )
+
+    async def _beat(self) -> None:
+        """Keep this run's leases good: a run not heard from for
+        ``leases.LIVENESS_SECONDS`` is presumed dead and its leases void."""
+        while True:
+            await asyncio.sleep(leases.HEARTBEAT_SECONDS)
+            try:
+                await leases.heartbeat(self.instance_id)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _stop_instance(self) -> None:
+        """Every lease this run still holds is free for the others at once."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await leases.stopped(self.instance_id)
 
     async def _agents_check(self) -> None:
         stopped = [s.name for s in self.metrics.agents() if s.state != "running"]

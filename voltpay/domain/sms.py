@@ -6,6 +6,11 @@ from typing import Any
 
 from voltpay.domain.sts import format_token
 
+# The event types that become an SMS; render_sms() has a text for each.
+SMS_EVENT_TYPES = frozenset(
+    {"user_registered", "wallet_funded", "bill_created", "payment_completed", "payment_failed"}
+)
+
 
 class UnknownEvent(ValueError):
     pass

@@ -7,17 +7,17 @@ import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F, Q
 
 from voltpay.domain.events import Event
 from voltpay.models import sql
+from voltpay.models.leases import Lease, lease_is_free, live_cutoff
 from voltpay.models.tables import Notification
 
 QUEUED = "queued"
@@ -42,7 +42,7 @@ class Received:
 
 _NOTIFICATION_INSERT = (
     'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
-    "attempts, claimed_until, created_at) "
+    "attempts, claimed_until, claimed_by, created_at) "
 )
 
 
@@ -86,7 +86,7 @@ class Claimed:
     to: str  # the user's phone number; empty when there is none
 
 
-async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid.UUID, Claimed]:
+async def receive(events: Sequence[Received], lease: Lease) -> dict[uuid.UUID, Claimed]:
     """Note every event id in the inbox and create, already claimed by us,
     the notification row of each event that has an SMS: event id → the new
     row, for those whose row did not exist yet.
@@ -102,12 +102,12 @@ async def receive(events: Sequence[Received], lease_seconds: float) -> dict[uuid
     if not wanted or sql.is_sqlite(conn):
         await record_inbox(events)
         phones = await phones_of({e.user_id for e in wanted if e.user_id is not None})
-        return await create_claimed(wanted, phones, lease_seconds)
+        return await create_claimed(wanted, phones, lease)
     now = datetime.now(UTC)
     values = _inbox_values(events, now)
     for e in wanted:
         values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body]
-    values += [QUEUED, now + timedelta(seconds=lease_seconds), now]
+    values += [QUEUED, lease.until(now), lease.holder, now]
     return _claimed(await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values))
 
 
@@ -123,7 +123,7 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> dict[uuid.UUID, Claimed]:
 def _receive_statement(events: int, wanted: int) -> str:
     """The inbox rows' values first, then each wanted event's id, event id,
     type, user id and body (typed: a VALUES list in FROM has no column types
-    to go by), then the status, the lease's end and now."""
+    to go by), then the status, the lease's end, its holder and now."""
     first = 1 + 3 * events
     rows = ", ".join(
         f"(${n}::uuid, ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::uuid, ${n + 4}::text)"
@@ -134,7 +134,7 @@ def _receive_statement(events: int, wanted: int) -> str:
         f"WITH inbox_rows AS ({_inbox_insert(events)}) "
         + _NOTIFICATION_INSERT
         + "SELECT v.id, v.event_id, v.event_type, v.user_id, COALESCE(u.phone_number, ''), "
-        f"v.body, ${last}, 1, ${last + 1}, ${last + 2} "
+        f"v.body, ${last}, 1, ${last + 1}, ${last + 2}::uuid, ${last + 3} "
         f"FROM (VALUES {rows}) AS v (id, event_id, event_type, user_id, body) "
         "LEFT JOIN users u ON u.id = v.user_id "
         'ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"'
@@ -142,24 +142,24 @@ def _receive_statement(events: int, wanted: int) -> str:
 
 
 async def create_claimed(
-    events: Sequence[Received], phones: Mapping[uuid.UUID, str], lease_seconds: float
+    events: Sequence[Received], phones: Mapping[uuid.UUID, str], lease: Lease
 ) -> dict[uuid.UUID, Claimed]:
     """The notification rows, created already claimed by us, in one statement:
     event id → the new row, for those that did not exist yet."""
     if not events:
         return {}
     now = datetime.now(UTC)
-    until = now + timedelta(seconds=lease_seconds)
+    until = lease.until(now)
     values: list[Any] = []
     for e in events:
         to = phones.get(e.user_id, "") if e.user_id else ""
         values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, to, e.body, QUEUED, 1]
-        values += [until, now]
+        values += [until, lease.holder, now]
     created = await sql.rows(
         _db(),
         _NOTIFICATION_INSERT
         + "VALUES "
-        + sql.value_rows(len(events), 10)
+        + sql.value_rows(len(events), 11)
         + ' ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"',
         *values,
     )
@@ -187,13 +187,24 @@ async def ensure_notification(
         return await Notification.get(event_id=event_id)
 
 
-async def claim(notification_id: uuid.UUID, lease_seconds: float) -> bool:
-    """Take the right to send; False while someone else holds it or it is done."""
+_CLAIM = (
+    "UPDATE notifications SET claimed_until = $1, claimed_by = $2, attempts = attempts + 1 "
+    "WHERE id = $3 AND status = $4 AND " + lease_is_free("claimed_until", "claimed_by", "$5", "$6")
+)
+
+
+async def claim(notification_id: uuid.UUID, lease: Lease) -> bool:
+    """Take the right to send; False while a live instance holds it or it is done."""
     now = datetime.now(UTC)
-    taken = (
-        await Notification.filter(id=notification_id, status=QUEUED)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + timedelta(seconds=lease_seconds), attempts=F("attempts") + 1)
+    taken = await sql.execute(
+        _db(),
+        _CLAIM,
+        lease.until(now),
+        lease.holder,
+        notification_id,
+        QUEUED,
+        now,
+        live_cutoff(now),
     )
     return taken == 1
 
@@ -208,7 +219,8 @@ async def mark_sent(sender: str, sent: Mapping[uuid.UUID, str]) -> None:
     await sql.execute(
         _db(),
         f"UPDATE notifications SET status = $1, sender = $2, sent_at = $3, "
-        f"provider_message_id = CASE id {cases} END, claimed_until = NULL, error = NULL "
+        f"provider_message_id = CASE id {cases} END, claimed_until = NULL, claimed_by = NULL, "
+        "error = NULL "
         f"WHERE id IN ({ids})",
         SENT,
         sender,
@@ -220,13 +232,13 @@ async def mark_sent(sender: str, sent: Mapping[uuid.UUID, str]) -> None:
 
 async def mark_failed(notification_id: uuid.UUID, sender: str, error: str) -> None:
     await Notification.filter(id=notification_id).update(
-        status=FAILED, sender=sender, error=error[:255], claimed_until=None
+        status=FAILED, sender=sender, error=error[:255], claimed_until=None, claimed_by=None
     )
 
 
 async def release(notification_id: uuid.UUID, error: str) -> None:
     await Notification.filter(id=notification_id, status=QUEUED).update(
-        claimed_until=None, error=error[:255]
+        claimed_until=None, claimed_by=None, error=error[:255]
     )
 
 

@@ -12,7 +12,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 
 from voltpay.domain.events import Event, EventType, new_event
+from voltpay.domain.sms import SMS_EVENT_TYPES
 from voltpay.models import sql
+from voltpay.models.leases import Lease, lease_is_free, live_cutoff
 from voltpay.models.notifications import QUEUED
 from voltpay.models.tables import OutboxEvent
 
@@ -40,37 +42,38 @@ def outbox_values(event: Event, now: datetime) -> tuple[Any, ...]:
 
 
 # Ordered as the (published_at, next_attempt_at) index is, so the scan starts
-# at the first row due and stops after ``limit``. ORDER BY id made PostgreSQL
-# walk the primary key past every row ever published: 40 ms a claim with
-# 100,000 published rows before a backlog of 12,000, against 0.6 ms now.
-# (published_at is NULL in every candidate; naming it lets the planner use
-# the index's order, which IS NULL alone does not.)
+# at the first row due and stops after ``limit``; naming published_at (NULL in
+# every candidate) lets the planner use the index's order, which IS NULL alone
+# does not.
 _CLAIM = (
-    "UPDATE outbox SET claimed_until = $1 WHERE id IN ("
-    "SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $2 "
-    "AND (claimed_until IS NULL OR claimed_until < $3) "
-    "ORDER BY published_at, next_attempt_at LIMIT $4{lock}) "
+    "UPDATE outbox SET claimed_until = $1, claimed_by = $2 WHERE id IN ("
+    "SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $3 "
+    "AND " + lease_is_free("claimed_until", "claimed_by", "$4", "$5") + " "
+    "ORDER BY published_at, next_attempt_at LIMIT $6{lock}) "
     "RETURNING *"
 )
 
 
-async def claim_due(limit: int, lease_seconds: float = 60.0) -> list[OutboxEvent]:
+async def claim_due(limit: int, lease: Lease) -> list[OutboxEvent]:
     """Take a lease on up to ``limit`` rows due for publishing, in one statement.
 
+    A row leased by an instance that is no longer live is due again at once.
     On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so
     relays in several daemons never claim the same row; on SQLite the single
     writer serialises the claim.
     """
     now = datetime.now(UTC)
     conn = connections.get("default")
-    lock = "" if sql.is_sqlite(conn) else " FOR UPDATE SKIP LOCKED"
+    lock = "" if sql.is_sqlite(conn) else " FOR UPDATE OF outbox SKIP LOCKED"
     rows = await sql.models(
         conn,
         OutboxEvent,
         _CLAIM.format(lock=lock),
-        now + timedelta(seconds=lease_seconds),
+        lease.until(now),
+        lease.holder,
         now,
         now,
+        live_cutoff(now),
         limit,
     )
     return sorted(rows, key=lambda row: row.id)
@@ -80,7 +83,7 @@ async def mark_published(row_ids: list[int], now: datetime | None = None) -> Non
     if row_ids:
         await sql.execute(
             connections.get("default"),
-            "UPDATE outbox SET published_at = $1, claimed_until = NULL "
+            "UPDATE outbox SET published_at = $1, claimed_until = NULL, claimed_by = NULL "
             f"WHERE id IN ({sql.placeholders(len(row_ids), start=2)})",
             now or datetime.now(UTC),
             *row_ids,
@@ -94,20 +97,23 @@ async def mark_failed(row_id: int, error: str, retry_in_seconds: float) -> None:
         last_error=error[:255],
         next_attempt_at=moment + timedelta(seconds=retry_in_seconds),
         claimed_until=None,
+        claimed_by=None,
     )
 
 
 # An event counts as consumed once the poller could delete its message: the
-# audit log holds it and its SMS, if it has one, is no longer waiting. The
-# inbox is not enough: it is written when a message is received, before the
-# SMS is sent, so an event received but not yet texted when the daemon
-# stopped was never published again, and its SMS never sent.
+# audit log holds it and its SMS, if it has one, is settled (sent, or failed
+# for good). Neither the inbox nor the audit row alone is enough: both are
+# written before the SMS goes, and the audit agent works beside the
+# notifications agent, so an event audited but not yet texted when the daemon
+# died may have no notification row at all.
 _REPUBLISH = (
-    "UPDATE outbox SET published_at = NULL, claimed_until = NULL, next_attempt_at = $1 "
+    "UPDATE outbox SET published_at = NULL, claimed_until = NULL, claimed_by = NULL, "
+    "next_attempt_at = $1 "
     "WHERE published_at IS NOT NULL AND created_at >= $2 AND ("
     "NOT EXISTS (SELECT 1 FROM audit_log WHERE audit_log.event_id = outbox.event_id) "
-    "OR EXISTS (SELECT 1 FROM notifications WHERE notifications.event_id = outbox.event_id "
-    "AND notifications.status = $3))"
+    "OR (outbox.event_type IN ({texted}) AND NOT EXISTS (SELECT 1 FROM notifications "
+    "WHERE notifications.event_id = outbox.event_id AND notifications.status <> ${status})))"
 )
 
 
@@ -118,8 +124,10 @@ async def republish_unconsumed(since: datetime) -> int:
     it held when the daemon stopped is gone; consumers de-duplicate by event
     id, so publishing those events again is safe.
     """
+    texted = sorted(SMS_EVENT_TYPES)
+    statement = _REPUBLISH.format(texted=sql.placeholders(len(texted), 3), status=3 + len(texted))
     return await sql.execute(
-        connections.get("default"), _REPUBLISH, datetime.now(UTC), since, QUEUED
+        connections.get("default"), statement, datetime.now(UTC), since, *texted, QUEUED
     )
 
 
