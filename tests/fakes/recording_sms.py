@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import datetime
 
 from voltpay.bridges.sms import SmsMessage, SmsReceipt
 
@@ -29,6 +30,11 @@ class RecordingSmsSender:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         return SmsReceipt(provider_message_id=f"rec-{len(self.sent)}", sender=self.name)
+
+    async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
+        """Sends are recorded as they begin, not as they are accepted, so
+        this sender cannot tell: every earlier attempt is sent again."""
+        return None
 
     async def close(self) -> None:
         self.closed = True

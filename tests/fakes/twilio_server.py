@@ -1,4 +1,4 @@
-"""A fake Twilio REST API (just Messages.create) for the real twilio client.
+"""A fake Twilio REST API (Messages: create and list) for the real twilio client.
 
     async with FakeTwilioServer(account_sid="AC...", auth_token="...") as fake:
         fake.script([500, 201])          # then point a client at fake.base_url
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -59,6 +60,9 @@ class ScriptedResponse:
     body: Mapping[str, Any] | None = None
     # Seconds to wait before answering, to exercise client timeouts.
     delay_seconds: float = 0.0
+    # Take the message as usual, then answer with the scripted status anyway
+    # (a front end failing after the message was queued).
+    accepted: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class FakeTwilioServer:
         self.host = host
         self.requests: list[ReceivedRequest] = []
         self.messages: list[dict[str, Any]] = []
+        self.list_requests = 0
         self._script: deque[ScriptedResponse] = deque()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -105,6 +110,7 @@ class FakeTwilioServer:
         self._stopping.clear()
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
@@ -155,6 +161,8 @@ class FakeTwilioServer:
                 await asyncio.wait_for(self._stopping.wait(), scripted.delay_seconds)
 
         if scripted is not None and not 200 <= scripted.status < 300:
+            if scripted.accepted:
+                self._serve(path_sid, form, auth_ok)
             body = scripted.body if scripted.body is not None else twilio_error(scripted.status)
             response = web.json_response(
                 dict(body), status=scripted.status, headers=dict(scripted.headers)
@@ -174,6 +182,45 @@ class FakeTwilioServer:
             )
         )
         return response
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """The account's messages, newest first, filtered by To and From,
+        PageSize at a time (Page counts from 0), as Twilio lists them."""
+        path_sid = request.match_info["account_sid"]
+        if not self._auth_ok(request):
+            return web.json_response(twilio_error(401), status=401)
+        if path_sid != self.account_sid:
+            return web.json_response(twilio_error(404), status=404)
+        query = request.query
+        self.list_requests += 1
+        found = [
+            message
+            for message in reversed(self.messages)
+            if message["to"] == query.get("To", message["to"])
+            and message["from"] == query.get("From", message["from"])
+        ]
+        size = min(int(query.get("PageSize", "50")), 1000)
+        number = int(query.get("Page", "0"))
+        page = found[number * size : (number + 1) * size]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+        def page_uri(n: int) -> str:
+            return uri + "?" + urlencode({**query, "PageSize": size, "Page": n})
+
+        more = (number + 1) * size < len(found)
+        return web.json_response(
+            {
+                "messages": page,
+                "page": number,
+                "page_size": size,
+                "start": number * size,
+                "end": number * size + max(len(page) - 1, 0),
+                "uri": page_uri(number),
+                "first_page_uri": page_uri(0),
+                "next_page_uri": page_uri(number + 1) if more else None,
+                "previous_page_uri": page_uri(number - 1) if number else None,
+            }
+        )
 
     def _serve(self, path_sid: str, form: Mapping[str, str], auth_ok: bool) -> web.Response:
         if not auth_ok:

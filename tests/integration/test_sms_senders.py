@@ -7,6 +7,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -101,6 +102,38 @@ async def test_a_500_then_success_is_retried_and_delivered_once(
     assert [r.answered_status for r in fake.requests] == [500, 201]
     assert fake.created_count == 1
     assert fake.messages[0]["sid"] == receipt.provider_message_id
+
+
+async def test_a_500_after_twilio_took_the_message_is_found_and_not_sent_again(
+    fake: FakeTwilioServer, make_sender: SenderFactory
+) -> None:
+    fake.script([ScriptedResponse(status=500, accepted=True)])
+
+    receipt = await make_sender().send(MESSAGE)
+
+    assert fake.created_count == 1, "one SMS, not a second one on the retry"
+    assert [r.answered_status for r in fake.requests] == [500]
+    assert fake.list_requests == 1
+    assert receipt.provider_message_id == fake.messages[0]["sid"]
+
+
+async def test_find_reads_the_numbers_messages_page_by_page_back_to_since(
+    fake: FakeTwilioServer, make_sender: SenderFactory
+) -> None:
+    sender = make_sender()
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    first = await sender.send(MESSAGE)
+    for n in range(120):  # the same number's later messages: three pages of 50
+        await sender.send(SmsMessage(MESSAGE.to, f"another text {n}", str(n)))
+    await sender.send(SmsMessage("+2348030000000", MESSAGE.body, "elsewhere"))
+
+    found = await sender.find(MESSAGE, before)
+    assert found is not None and found.provider_message_id == first.provider_message_id
+    assert fake.list_requests == 3
+    assert await sender.find(SmsMessage(MESSAGE.to, "never sent", "x"), before) is None
+    # Nothing older than ``since`` counts.
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert await sender.find(MESSAGE, later) is None
 
 
 async def test_a_429_with_retry_after_is_retried(

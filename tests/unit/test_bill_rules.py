@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import pytest
 
@@ -11,8 +13,8 @@ from voltpay.domain.bills import (
     check_payable,
     effective_status,
 )
-from voltpay.domain.events import MalformedEvent, new_event, parse_envelope, rfc3339
-from voltpay.domain.sms import UnknownEvent, render_sms
+from voltpay.domain.events import EventType, MalformedEvent, new_event, parse_envelope, rfc3339
+from voltpay.domain.sms import SMS_EVENT_TYPES, UnknownEvent, render_sms, sms_reference
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -110,3 +112,13 @@ def test_sms_texts_carry_what_the_user_needs() -> None:
     assert "refunded" in failed and "NGN 400.00" in failed
     with pytest.raises(UnknownEvent):
         render_sms("payment_completed", {"amount": "1.00"}, "NGN")
+
+
+def test_every_event_type_is_texted_and_each_text_ends_with_its_reference() -> None:
+    assert set(get_args(EventType)) == SMS_EVENT_TYPES
+    event_id = uuid.UUID("0123456789abcdef0123456789abcdef")
+    assert sms_reference(event_id) == "0123456789"
+    text = render_sms(
+        "wallet_funded", {"amount": "5.00", "balance": "5.00"}, "NGN", sms_reference(event_id)
+    )
+    assert text.endswith(" Ref 0123456789.")

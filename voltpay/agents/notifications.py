@@ -19,18 +19,22 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from voltpay.agents.mailbox import Mailbox
 from voltpay.bridges.sms import SmsError, SmsMessage, SmsSender
 from voltpay.domain.events import Event
-from voltpay.domain.sms import UnknownEvent, render_sms
+from voltpay.domain.sms import UnknownEvent, render_sms, sms_reference
 from voltpay.models import notifications as store
 from voltpay.models.leases import LIVENESS_SECONDS, Lease
 from voltpay.observability.logging import log_context
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.agents.notifications")
+# How far before a notification row was written its SMS may be dated by the
+# provider (their clock and ours differ).
+EARLIER_SEND_SLACK = timedelta(minutes=5)
 
 
 class Disposition(enum.Enum):
@@ -118,7 +122,9 @@ class NotificationsAgent:
 
     def _received(self, event: Event) -> store.Received:
         try:
-            body: str | None = render_sms(event.type, event.data, self._currency)
+            body: str | None = render_sms(
+                event.type, event.data, self._currency, sms_reference(event.event_id)
+            )
         except UnknownEvent as exc:
             log.warning("no SMS for event %s: %s", event.event_id, exc)
             body = None
@@ -140,6 +146,23 @@ class NotificationsAgent:
             return r.event_id, Disposition.DONE, None
         if not await store.claim(notification.id, self._lease):
             return r.event_id, Disposition.DEFER, None
+        if notification.attempts:
+            # An earlier attempt may have reached the provider before whoever
+            # made it died or gave up: ask the provider before texting again.
+            earlier = SmsMessage(notification.to or phone, notification.body, str(r.event_id))
+            since = notification.created_at - EARLIER_SEND_SLACK
+            try:
+                found = await asyncio.wait_for(
+                    self._sender.find(earlier, since), self._lease.seconds * 0.9
+                )
+            except (SmsError, TimeoutError) as exc:
+                log.warning("looking up an earlier SMS for event %s failed: %s", r.event_id, exc)
+                await store.release(notification.id, "looking up an earlier send failed")
+                return r.event_id, Disposition.RETRY, None
+            if found is not None:
+                self._metrics.sms_found_sent.labels(sender=found.sender).inc()
+                done = _Sent(notification.id, found.sender, found.provider_message_id)
+                return r.event_id, Disposition.DONE, done
         return await self._send(notification.id, phone, r)
 
     async def _send(self, notification_id: uuid.UUID, phone: str, r: store.Received) -> _Outcome:

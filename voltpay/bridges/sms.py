@@ -13,7 +13,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +26,11 @@ from twilio.rest import Client
 from voltpay.config.settings import TwilioSettings
 
 logger = logging.getLogger("voltpay.sms")
+# Looking a message up: how many of a number's newest messages are read, and
+# how much earlier than our clock says Twilio's clock may date it.
+FIND_PAGE_SIZE = 50
+FIND_PAGES = 4
+FIND_CLOCK_SLACK = timedelta(minutes=1)
 _http_logger = logging.getLogger("voltpay.sms.http")
 
 
@@ -72,6 +77,13 @@ class SmsSender(Protocol):
 
     async def send(self, message: SmsMessage) -> SmsReceipt: ...
 
+    async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
+        """The message with this text to this number that the provider
+        accepted since ``since``, if any; None when there is none or the
+        provider cannot tell. Raises SmsError when the provider cannot be
+        asked now."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -90,6 +102,11 @@ class LogSmsSender:
             message_id,
         )
         return SmsReceipt(provider_message_id=message_id, sender=self.name)
+
+    async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
+        """A log keeps no record to ask: after a crash between writing the
+        line and recording it, the line is written again."""
+        return None
 
     async def close(self) -> None:
         return None
@@ -209,14 +226,18 @@ class _Retryable:
     status: int | None = None
     code: int | None = None
     retry_after: float | None = None
+    # A 5xx or no answer at all: Twilio may have accepted the message.
+    maybe_accepted: bool = False
 
 
 class TwilioSmsSender:
     """Sends through Twilio's Messages API with the official client.
 
     429, 5xx and transport failures are retried here with capped exponential
-    backoff and jitter; a 5xx may come after Twilio queued the message, so a
-    retry can rarely text twice, which beats never texting a payment token.
+    backoff and jitter. A 5xx or a lost answer may come after Twilio accepted
+    the message, so before such a retry the sender asks Twilio's message list
+    whether it did (``find``): every SMS text ends with its event's own
+    reference, so a match is that message and no other.
     """
 
     name = "twilio"
@@ -268,6 +289,7 @@ class TwilioSmsSender:
         if self._closed:
             raise SmsTemporaryError("the Twilio SMS sender is closed")
         client = self._twilio_client()
+        started = datetime.now(UTC) - FIND_CLOCK_SLACK
         attempt = 0
         while True:
             attempt += 1
@@ -288,6 +310,11 @@ class TwilioSmsSender:
                     status=outcome.status,
                     code=outcome.code,
                 )
+            if outcome.maybe_accepted:
+                # Twilio may have taken it before failing to answer: ask first.
+                accepted = await self.find(message, started)
+                if accepted is not None:
+                    return accepted
             logger.warning(
                 "sms via twilio failed, retrying in %.2fs key=%s attempt=%d: %s",
                 delay,
@@ -297,15 +324,47 @@ class TwilioSmsSender:
             )
             await asyncio.sleep(delay)
 
+    async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
+        """Twilio's record of this text to this number from us since ``since``:
+        its message list, newest first, filtered by recipient and sender."""
+        if self._closed:
+            raise SmsTemporaryError("the Twilio SMS sender is closed")
+        client = self._twilio_client()
+        try:
+            page = await client.messages.page_async(
+                to=message.to, from_=self._from_number, page_size=FIND_PAGE_SIZE
+            )
+            for _ in range(FIND_PAGES):
+                for record in page:
+                    created = record.date_created
+                    if isinstance(created, datetime) and created < since:
+                        return None
+                    if record.body == message.body and isinstance(record.sid, str):
+                        return SmsReceipt(provider_message_id=record.sid, sender=self.name)
+                page = await page.next_page_async()
+                if page is None:
+                    return None
+        except _RetryableStatus as exc:
+            raise SmsTemporaryError(str(exc), status=exc.status, code=exc.code) from exc
+        except (aiohttp.ClientError, TimeoutError, TwilioException, ValueError) as exc:
+            raise SmsTemporaryError(f"Twilio's message list: {type(exc).__name__}: {exc}") from exc
+        raise SmsTemporaryError(f"no answer in Twilio's newest {FIND_PAGES * FIND_PAGE_SIZE}")
+
     async def _attempt(self, client: Any, message: SmsMessage) -> SmsReceipt | _Retryable:
         try:
             created = await client.messages.create_async(
                 to=message.to, from_=self._from_number, body=message.body
             )
         except _RetryableStatus as exc:
-            return _Retryable(str(exc), exc.status, exc.code, exc.retry_after)
+            return _Retryable(
+                str(exc), exc.status, exc.code, exc.retry_after, maybe_accepted=exc.status >= 500
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return _Retryable(f"Twilio unreachable: {type(exc).__name__}: {exc}")
+            # Only a refused connection proves that nothing reached Twilio.
+            return _Retryable(
+                f"Twilio unreachable: {type(exc).__name__}: {exc}",
+                maybe_accepted=not isinstance(exc, aiohttp.ClientConnectorError),
+            )
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _rejection(exc) from exc
         except (TwilioException, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from voltpay.domain.sts import format_token
@@ -28,7 +29,21 @@ def _token(raw: str) -> str:
     return format_token(digits) if len(digits) == 20 and digits.isdigit() else raw
 
 
-def render_sms(event_type: str, data: dict[str, Any], currency: str) -> str:
+def sms_reference(event_id: uuid.UUID) -> str:
+    """The event's short reference, printed at the end of its SMS: it tells
+    a customer's messages apart for support, and lets the SMS provider's
+    record of a message be matched to its event without doubt."""
+    return event_id.hex[:10].upper()
+
+
+def render_sms(
+    event_type: str, data: dict[str, Any], currency: str, reference: str | None = None
+) -> str:
+    text = _text(event_type, data, currency)
+    return f"{text} Ref {reference}." if reference else text
+
+
+def _text(event_type: str, data: dict[str, Any], currency: str) -> str:
     if event_type == "user_registered":
         return (
             f"Welcome to voltpay, {_get(data, 'username')}! Your wallet is ready. "

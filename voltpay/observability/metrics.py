@@ -187,6 +187,13 @@ class Metrics:
             sender,
             registry=registry,
         )
+        self.sms_found_sent = Counter(
+            "voltpay_sms_found_sent_total",
+            "SMS messages found already accepted by the provider when an earlier "
+            "attempt's outcome was unknown (a crash or a lost answer), so not sent again.",
+            sender,
+            registry=registry,
+        )
 
         self.http = HttpStats(DURATION_BUCKETS)
         registry.register(self.http)
