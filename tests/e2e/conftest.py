@@ -28,6 +28,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.fakes.moto_process import moto_process
 from tests.fakes.moto_server import running_moto_server
 
 PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -313,6 +314,16 @@ def external_aws_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def separate_aws_url() -> Iterator[str]:
+    """moto's server in a process of its own: an SNS/SQS endpoint that several
+    daemons share, as they share AWS, and that shares no interpreter with the
+    test (whose loop a busy endpoint would otherwise slow, and the other way
+    round)."""
+    with moto_process() as url:
+        yield url
+
+
 def external_aws_env(endpoint_url: str) -> dict[str, str]:
     """Settings pointing a daemon at ``endpoint_url`` with its own topic and queues."""
     suffix = uuid.uuid4().hex[:12]
@@ -326,6 +337,18 @@ def external_aws_env(endpoint_url: str) -> dict[str, str]:
         "VOLTPAY_AWS__WAIT_TIME_SECONDS": "1",
         "VOLTPAY_AWS__VISIBILITY_TIMEOUT_SECONDS": "5",
     }
+
+
+def start_several(daemons: Daemons, count: int, env: Mapping[str, str]) -> list[DaemonProcess]:
+    """``count`` daemons started back to back with the same settings, each on a
+    port of its own. ``env`` names one database and one ``external_aws_env``
+    for all of them: one topic, one queue, one dead-letter queue."""
+    return [daemons.start(env) for _ in range(count)]
+
+
+async def wait_all_ready(http: aiohttp.ClientSession, started: list[DaemonProcess]) -> None:
+    """Every daemon answers /readyz with 200 (any that exits fails the test)."""
+    await asyncio.gather(*(daemon.wait_ready(http) for daemon in started))
 
 
 # -- a thin API client --------------------------------------------------------

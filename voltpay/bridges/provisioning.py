@@ -117,7 +117,9 @@ async def _queue_arn(sqs: Any, queue_url: str) -> str:
     return str(response["Attributes"]["QueueArn"])
 
 
-async def _find_subscription(sns: Any, topic_arn: str, queue_arn: str) -> str | None:
+async def _subscriptions(sns: Any, topic_arn: str, queue_arn: str) -> list[str]:
+    """The confirmed subscriptions of ``queue_arn`` to ``topic_arn``."""
+    found: list[str] = []
     request: dict[str, str] = {"TopicArn": topic_arn}
     while True:
         response = await sns.list_subscriptions_by_topic(**request)
@@ -128,16 +130,38 @@ async def _find_subscription(sns: Any, topic_arn: str, queue_arn: str) -> str | 
                 and subscription.get("Endpoint") == queue_arn
                 and arn.startswith("arn:")  # not "PendingConfirmation"
             ):
-                return str(arn)
+                found.append(str(arn))
         next_token = response.get("NextToken")
         if not next_token:
-            return None
+            return found
         request["NextToken"] = next_token
 
 
 async def _ensure_subscription(sns: Any, topic_arn: str, queue_arn: str) -> str:
-    existing = await _find_subscription(sns, topic_arn, queue_arn)
-    if existing is None:
+    """The one subscription of the queue to the topic, with raw delivery.
+
+    An existing one is found first and used: real SNS rejects a Subscribe whose
+    attributes differ from the existing subscription's. Daemons that start at
+    once may all find none and all subscribe. SNS answers every such Subscribe
+    (same topic, protocol, endpoint and attributes) with the one subscription;
+    moto's server checks and inserts without a lock, on a thread per request,
+    so two of them can each insert one. So after subscribing, the daemon looks
+    again and keeps the subscription with the lowest ARN, unsubscribing the
+    others: every daemon picks by the same rule, nobody ever removes the lowest
+    one, and the last to look sees every one that was made. Until then, a
+    second subscription only delivers an event twice, which the inbox absorbs;
+    and a daemon that looked early may name one that a later daemon removes
+    (nothing after start-up uses the name).
+    """
+    existing = await _subscriptions(sns, topic_arn, queue_arn)
+    if existing:
+        kept = min(existing)
+        # Consumers parse the body as the event itself; an SNS envelope around
+        # it would fail every message, so repair a subscription someone changed.
+        await sns.set_subscription_attributes(
+            SubscriptionArn=kept, AttributeName="RawMessageDelivery", AttributeValue="true"
+        )
+    else:
         response = await sns.subscribe(
             TopicArn=topic_arn,
             Protocol="sqs",
@@ -145,10 +169,12 @@ async def _ensure_subscription(sns: Any, topic_arn: str, queue_arn: str) -> str:
             Attributes={"RawMessageDelivery": "true"},
             ReturnSubscriptionArn=True,
         )
-        return str(response["SubscriptionArn"])
-    # Consumers parse the body as the event itself; an SNS envelope around it
-    # would fail every message, so repair a subscription someone changed.
-    await sns.set_subscription_attributes(
-        SubscriptionArn=existing, AttributeName="RawMessageDelivery", AttributeValue="true"
-    )
-    return existing
+        existing = await _subscriptions(sns, topic_arn, queue_arn) or [
+            str(response["SubscriptionArn"])
+        ]
+        kept = min(existing)
+    for extra in existing:
+        if extra != kept:
+            _log.warning("removing a duplicate subscription of the queue: %s", extra)
+            await sns.unsubscribe(SubscriptionArn=extra)
+    return kept

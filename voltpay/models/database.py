@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg  # type: ignore[import-untyped]
 from tortoise import Tortoise, connections
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -22,6 +26,10 @@ POSTGRES_ENGINE = "voltpay.models.postgres_engine"
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Migrations run their statements one after another.
 MIGRATION_POOL_SIZE = 2
+# A daemon waits this long for another to finish migrating before it gives up:
+# the longest migration expected, and within systemd's TimeoutStartSec (90 s)
+# with the connect timeout added.
+MIGRATION_LOCK_WAIT_SECONDS = 60.0
 _SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
 
 
@@ -77,18 +85,84 @@ def _ensure_sqlite_folder(url: str) -> None:
         raise DatabaseUnusable(f"SQLite database {path}: {exc}") from None
 
 
-async def apply_migrations(url: str) -> None:
-    """Apply every versioned migration not yet applied (idempotent)."""
+def _advisory_lock_key(name: str) -> int:
+    """A fixed signed 64-bit key (PostgreSQL's advisory locks take a bigint)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+# Advisory locks are per database: daemons of other databases never wait on it.
+MIGRATION_LOCK_KEY = _advisory_lock_key("voltpay:migrations")
+# What Tortoise and voltpay's pool take besides asyncpg.connect's arguments.
+_NOT_CONNECT_ARGUMENTS = frozenset(
+    {
+        "minsize",
+        "maxsize",
+        "max_idle_seconds",
+        "connection_name",
+        "connection_class",
+        "fetch_inserted",
+        "loop",
+        "schema",
+        "application_name",
+    }
+)
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(
+    credentials: dict[str, Any], *, wait_seconds: float
+) -> AsyncIterator[None]:
+    """Hold PostgreSQL's session-level advisory lock on ``MIGRATION_LOCK_KEY``.
+
+    Daemons started at once on an empty database would otherwise apply the
+    same migration side by side, and all but one can fail on "already
+    exists". Under the lock, one applies them and the next finds nothing
+    left to do. The lock lives on a connection of its own, outside the pool
+    the migrations use, and goes with its session: a holder that dies frees it
+    at once. A holder alive but stuck is waited for ``wait_seconds``, then
+    start-up fails with one line.
+    """
+    arguments = {k: v for k, v in credentials.items() if k not in _NOT_CONNECT_ARGUMENTS}
+    connection = await asyncpg.connect(**arguments)  # the URL's timeout bounds this
+    try:
+        try:
+            await connection.execute(
+                "SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY, timeout=wait_seconds
+            )
+        except TimeoutError:
+            raise DatabaseUnusable(
+                f"PostgreSQL database {credentials.get('database')}: another process has held "
+                f"the migration lock for more than {wait_seconds:g} s"
+            ) from None
+        yield
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        # Closing ends the session, which frees the lock whatever happened above.
+        await connection.close(timeout=CONNECT_TIMEOUT_SECONDS)
+
+
+async def apply_migrations(
+    url: str, *, lock_wait_seconds: float = MIGRATION_LOCK_WAIT_SECONDS
+) -> None:
+    """Apply every versioned migration not yet applied (idempotent).
+
+    On PostgreSQL, one process at a time: daemons sharing the database take
+    turns under an advisory lock. SQLite serves one machine, and its own
+    file lock serializes the writers.
+    """
     await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
     config = tortoise_config(url, pool_max_size=MIGRATION_POOL_SIZE)
     credentials = config["connections"]["default"]["credentials"]
-    if "maxsize" in credentials:
+    lock: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+    if "maxsize" in credentials:  # PostgreSQL
         # A pool of its own size, whatever the URL asks for the daemon's.
         credentials.update(minsize=1, maxsize=MIGRATION_POOL_SIZE)
-    try:
-        await migrate(config=config)
-    finally:
-        await close_database()
+        lock = _migration_lock(credentials, wait_seconds=lock_wait_seconds)
+    async with lock:
+        try:
+            await migrate(config=config)
+        finally:
+            await close_database()
 
 
 # One default for the pool's size: the setting's.
