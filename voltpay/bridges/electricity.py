@@ -40,6 +40,7 @@ from typing import Protocol
 
 from voltpay.config.settings import ConfigurationError, ProviderSettings
 from voltpay.domain import sts
+from voltpay.domain.money import format_minor
 from voltpay.domain.vending import VendRecord
 from voltpay.domain.vending import VendResult as VendResult
 from voltpay.domain.vending import VendStatus as VendStatus
@@ -323,12 +324,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _format_minor(amount_minor: int) -> str:
-    sign = "-" if amount_minor < 0 else ""
-    whole, cents = divmod(abs(amount_minor), 100)
-    return f"{sign}{whole}.{cents:02d}"
-
-
 class SimulatedProvider:
     """A simulated provider for development and tests.
 
@@ -475,17 +470,17 @@ class SimulatedProvider:
 
         if amount_minor < self._minimum_amount_minor:
             return failed(
-                f"amount {_format_minor(amount_minor)} is below the minimum "
-                f"{_format_minor(self._minimum_amount_minor)}"
+                f"amount {format_minor(amount_minor)} is below the minimum "
+                f"{format_minor(self._minimum_amount_minor)}"
             )
         if amount_minor > self._maximum_amount_minor:
             return failed(
-                f"amount {_format_minor(amount_minor)} is above the maximum "
-                f"{_format_minor(self._maximum_amount_minor)}"
+                f"amount {format_minor(amount_minor)} is above the maximum "
+                f"{format_minor(self._maximum_amount_minor)}"
             )
         units_tenths_kwh = amount_minor * 10 // self._tariff_minor_per_kwh
         if units_tenths_kwh == 0:
-            return failed(f"amount {_format_minor(amount_minor)} buys less than 0.1 kWh")
+            return failed(f"amount {format_minor(amount_minor)} buys less than 0.1 kWh")
         if self._happens(self.failure_rate):
             return failed("the provider declined the vend (simulated failure)")
         try:

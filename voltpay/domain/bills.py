@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timedelta
+from datetime import datetime
 
 
 class BillStatus(enum.StrEnum):
@@ -58,7 +58,3 @@ def check_payable(status: BillStatus, expires_at: datetime, now: datetime) -> No
     raise BillNotPayable(
         "bill_not_payable", 409, "this bill's payment failed and was refunded; verify again"
     )
-
-
-def expiry_for(created_at: datetime, ttl_seconds: int) -> datetime:
-    return created_at + timedelta(seconds=ttl_seconds)

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from voltpay import __version__
+from voltpay.domain.events import rfc3339
 
 # From half a millisecond (an in-memory reply) to ten seconds (a vend that is
 # about to time out), roughly 2.5x apart so p50 and p99 stay readable.
@@ -61,12 +62,6 @@ DURATION_BUCKETS: tuple[float, ...] = (
 _MAX_ERROR_CHARS = 500
 
 AgentState = Literal["running", "stopped", "crashed"]
-
-
-def _rfc3339(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Metrics:
@@ -318,7 +313,7 @@ class AgentStats:
             "processed": self.processed,
             "failed": self.failures,
             "lastError": self.last_error,
-            "lastErrorAt": _rfc3339(self.last_error_at),
+            "lastErrorAt": rfc3339(self.last_error_at) if self.last_error_at else None,
         }
 
     def _finished(self, duration_seconds: float) -> None:
