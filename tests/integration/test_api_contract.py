@@ -669,6 +669,43 @@ async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
     assert await api.balance(who) == "5.00"
 
 
+@pytest.mark.parametrize("holder_live", [True, False], ids=["live-holder", "dead-holder"])
+async def test_a_claim_of_a_dead_daemon_is_taken_over_at_once(api: Api, holder_live: bool) -> None:
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    from voltpay.models import leases
+    from voltpay.models.tables import IdempotencyRecord
+
+    who = await api.customer()
+    key = uuid.uuid4().hex
+    path = f"/api/wallets/{who.wallet_id}/add-funds"
+    body = b'{"amount": "5.00"}'
+    # Another daemon claimed the key a moment ago; its credit has not committed.
+    holder = uuid.uuid4()
+    await leases.register(holder)
+    now = datetime.now(UTC)
+    if not holder_live:  # and was killed: not heard from since
+        await leases.heartbeat(holder, now - timedelta(seconds=leases.LIVENESS_SECONDS + 1))
+    await IdempotencyRecord.create(
+        scope=who.user_id,
+        key=key,
+        request_hash=hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest(),
+        state="in_progress",
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+        claimed_by=holder,
+    )
+    headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
+    retried = await api.call("POST", path, data=body, headers=headers, customer=who)
+    if holder_live:
+        assert_problem(retried, 409, "idempotency_in_progress")
+        assert await api.balance(who) == "0.00"
+    else:
+        assert retried.status == 200, retried.body
+        assert await api.balance(who) == "5.00"
+
+
 async def test_a_credit_and_its_idempotent_answer_commit_together(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

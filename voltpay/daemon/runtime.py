@@ -134,6 +134,7 @@ class Daemon:
             wallets=self.wallets.mailbox,
             readiness=self.readiness,
             wake_outbox=pipeline.wake,
+            instance_id=self.instance_id,
         )
         self._runner = web.AppRunner(
             create_app(services),

@@ -233,8 +233,9 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
     digest = hashlib.sha256(
         request.method.encode() + b" " + request.path.encode() + b"\n" + body
     ).hexdigest()
-    ttl = request.app[SERVICES].settings.limits.idempotency_ttl_seconds
-    claim, stored = await idempotency.claim(scope, key, digest, ttl)
+    services = request.app[SERVICES]
+    ttl = services.settings.limits.idempotency_ttl_seconds
+    claim, stored = await idempotency.claim(scope, key, digest, ttl, holder=services.instance_id)
     if claim is idempotency.Claim.MISMATCH:
         raise Problem(
             422,

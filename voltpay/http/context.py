@@ -48,6 +48,8 @@ class Services:
     wallets: Mailbox[AddFunds, FundsAdded]
     readiness: Readiness
     wake_outbox: Callable[[], None]
+    # This daemon run: the holder of the Idempotency-Key claims its requests take.
+    instance_id: uuid.UUID
 
 
 SERVICES = web.AppKey("services", Services)

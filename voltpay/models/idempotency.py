@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,13 +11,14 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
-from voltpay.models import sql
+from voltpay.models import leases, sql
 from voltpay.models.tables import IdempotencyRecord
 
 IN_PROGRESS = "in_progress"
 DONE = "done"
 # Longer than any request can run (the vend timeout and the drain grace are
-# far shorter), so only a claim whose daemon died is ever taken over.
+# far shorter), so only a claim whose daemon died is ever taken over; a claim
+# that names its daemon run is taken over as soon as that run is not live.
 ABANDONED_AFTER_SECONDS = 300
 
 
@@ -43,8 +45,11 @@ class Key:
 
 
 async def claim(
-    scope: str, key: str, request_hash: str, ttl_seconds: int
+    scope: str, key: str, request_hash: str, ttl_seconds: int, *, holder: uuid.UUID
 ) -> tuple[Claim, StoredResponse | None]:
+    """Claim the key for this request of the daemon run ``holder``, or say
+    why not: its answer is stored (REPLAY), another request holds it, or it
+    was used with another request (MISMATCH)."""
     now = datetime.now(UTC)
     for _ in range(3):
         try:
@@ -55,6 +60,7 @@ async def claim(
                 state=IN_PROGRESS,
                 created_at=now,
                 expires_at=now + timedelta(seconds=ttl_seconds),
+                claimed_by=holder,
             )
             return Claim.NEW, None
         except IntegrityError:
@@ -67,7 +73,7 @@ async def claim(
             if existing.request_hash != request_hash:
                 return Claim.MISMATCH, None
             if existing.state != DONE or existing.response_status is None:
-                if existing.created_at <= now - timedelta(seconds=ABANDONED_AFTER_SECONDS):
+                if await _abandoned(existing, now):
                     # Its daemon died mid-request; let this retry run it.
                     await IdempotencyRecord.filter(id=existing.id, state=IN_PROGRESS).delete()
                     continue
@@ -78,6 +84,13 @@ async def claim(
                 existing.response_body or "",
             )
     return Claim.IN_PROGRESS, None
+
+
+async def _abandoned(record: IdempotencyRecord, now: datetime) -> bool:
+    if record.created_at <= now - timedelta(seconds=ABANDONED_AFTER_SECONDS):
+        return True
+    holder = record.claimed_by
+    return holder is not None and not await leases.is_live(uuid.UUID(str(holder)), now)
 
 
 _COMPLETE = (

@@ -133,6 +133,8 @@ class IdempotencyRecord(Model):
     response_body = fields.TextField(null=True)
     created_at = fields.DatetimeField()
     expires_at = fields.DatetimeField(db_index=True)
+    # The daemon run whose request holds the claim while it is in progress.
+    claimed_by = fields.UUIDField(null=True)
 
     class Meta:
         table = "idempotency_keys"
