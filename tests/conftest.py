@@ -4,7 +4,6 @@ SNS/SQS API over HTTP (moto's server), and the daemon in-process."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -18,13 +17,13 @@ import pytest
 
 from tests.client import Api, api_for
 from tests.fakes.moto_server import moto_server_fixture
+from tests.postgres import PG_ADMIN_URL, admin, scratch_database, url_of
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
 from voltpay.daemon.runtime import Daemon
 from voltpay.models.database import apply_migrations, close_database, open_database
 
-PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 moto_server_url = moto_server_fixture()
 T = TypeVar("T")
 
@@ -35,31 +34,28 @@ def run_blocking(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
 
 
-def _pg_url(database: str) -> str:
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return f"{base}/{database}"
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database for this run, migrated once, dropped at the end."""
     name = f"voltpay_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
     try:
         run_blocking(lambda: admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for these tests: {exc}")
-    url = _pg_url(name)
+    url = url_of(name)
     run_blocking(lambda: apply_migrations(url))
     yield url
     run_blocking(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped at teardown."""
+    try:
+        async with scratch_database("voltpay_scratch") as url:
+            yield url
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for this test: {exc}")
 
 
 @pytest.fixture(scope="session")

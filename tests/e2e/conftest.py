@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tests.fakes.moto_process import moto_process
 from tests.fakes.moto_server import running_moto_server
 
-PG_ADMIN_URL = os.environ.get("VOLTPAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 READY_TIMEOUT_SECONDS = 40.0
 PASSWORD = "correct-horse-battery-staple"
 PHONE = "+2348012345678"
@@ -267,30 +265,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 # -- PostgreSQL ---------------------------------------------------------------
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped at teardown."""
-    name = f"voltpay_e2e_{uuid.uuid4().hex[:16]}"
-    try:
-        await _admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is needed for this test: {exc}")
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        # FORCE: a SIGKILLed daemon's sessions may linger for a moment.
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -633,8 +633,28 @@ async def test_openapi_documents_every_route(api: Api) -> None:
     }
 
 
-async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
+async def _claim_in_progress(
+    who: Any, key: str, path: str, body: bytes, now: Any, claimed_by: uuid.UUID | None = None
+) -> None:
+    """A claim as a daemon leaves it that died after claiming the key and
+    before its credit committed: in progress, with nothing credited."""
     import hashlib
+    from datetime import timedelta
+
+    from voltpay.models.tables import IdempotencyRecord
+
+    await IdempotencyRecord.create(
+        scope=who.user_id,
+        key=key,
+        request_hash=hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest(),
+        state="in_progress",
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+        claimed_by=claimed_by,
+    )
+
+
+async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
     from datetime import UTC, datetime, timedelta
 
     from voltpay.models.tables import IdempotencyRecord
@@ -647,14 +667,7 @@ async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
     # committed: the claim stays in progress and nothing was credited. (A
     # credit and its stored answer commit together.)
     now = datetime.now(UTC)
-    await IdempotencyRecord.create(
-        scope=who.user_id,
-        key=key,
-        request_hash=hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest(),
-        state="in_progress",
-        created_at=now,
-        expires_at=now + timedelta(days=1),
-    )
+    await _claim_in_progress(who, key, path, body, now)
     headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
     busy = await api.call("POST", path, data=body, headers=headers, customer=who)
     assert_problem(busy, 409, "idempotency_in_progress")
@@ -671,11 +684,9 @@ async def test_an_abandoned_idempotency_claim_is_taken_over(api: Api) -> None:
 
 @pytest.mark.parametrize("holder_live", [True, False], ids=["live-holder", "dead-holder"])
 async def test_a_claim_of_a_dead_daemon_is_taken_over_at_once(api: Api, holder_live: bool) -> None:
-    import hashlib
     from datetime import UTC, datetime, timedelta
 
     from voltpay.models import leases
-    from voltpay.models.tables import IdempotencyRecord
 
     who = await api.customer()
     key = uuid.uuid4().hex
@@ -687,15 +698,7 @@ async def test_a_claim_of_a_dead_daemon_is_taken_over_at_once(api: Api, holder_l
     now = datetime.now(UTC)
     if not holder_live:  # and was killed: not heard from since
         await leases.heartbeat(holder, now - timedelta(seconds=leases.LIVENESS_SECONDS + 1))
-    await IdempotencyRecord.create(
-        scope=who.user_id,
-        key=key,
-        request_hash=hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest(),
-        state="in_progress",
-        created_at=now,
-        expires_at=now + timedelta(days=1),
-        claimed_by=holder,
-    )
+    await _claim_in_progress(who, key, path, body, now, claimed_by=holder)
     headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
     retried = await api.call("POST", path, data=body, headers=headers, customer=who)
     if holder_live:
