@@ -748,7 +748,8 @@ async def test_a_credit_whose_claim_is_gone_is_not_made(daemon: Daemon, api: Api
     """A request cancelled at shutdown releases its claim at once, while the
     wallets agent may still be on its credit: that credit must not commit,
     or a retry would credit again."""
-    from voltpay.agents.wallets import AddFunds, IdempotencyClaimLost
+    from voltpay.agents.wallets import AddFunds
+    from voltpay.domain.errors import IdempotencyKeyBusy
     from voltpay.models import idempotency
     from voltpay.models.tables import LedgerEntry, OutboxEvent
 
@@ -762,7 +763,7 @@ async def test_a_credit_whose_claim_is_gone_is_not_made(daemon: Daemon, api: Api
         answer=lambda funds: idempotency.StoredResponse(200, "application/json", "{}"),
     )
     assert daemon.wallets is not None
-    with pytest.raises(IdempotencyClaimLost):
+    with pytest.raises(IdempotencyKeyBusy):
         await daemon.wallets.mailbox.ask(command)
     assert await api.balance(who) == "0.00"
     assert await LedgerEntry.filter(wallet_id=uuid.UUID(who.wallet_id)).count() == 0

@@ -7,14 +7,15 @@ from typing import get_args
 import pytest
 
 from voltpay.domain.bills import (
-    BillNotPayable,
     BillStatus,
     can_move,
     check_payable,
     effective_status,
 )
+from voltpay.domain.errors import BillNotPayable
 from voltpay.domain.events import EventType, MalformedEvent, new_event, parse_envelope, rfc3339
 from voltpay.domain.sms import SMS_EVENT_TYPES, UnknownEvent, render_sms, sms_reference
+from voltpay.http.errors import problem_for
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -53,7 +54,9 @@ def test_why_a_bill_cannot_be_paid(
 ) -> None:
     with pytest.raises(BillNotPayable) as caught:
         check_payable(status, NOW + timedelta(seconds=expires_in), NOW)
-    assert (caught.value.code, caught.value.status) == (code, http)
+    problem = problem_for(caught.value)
+    assert problem is not None
+    assert (problem.code, problem.status) == (code, http)
 
 
 def test_a_pending_unexpired_bill_is_payable() -> None:

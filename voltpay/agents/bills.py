@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from voltpay.agents.mailbox import DomainError, Mailbox
+from voltpay.agents.mailbox import Mailbox
 from voltpay.bridges.electricity import (
     ElectricityProvider,
     InvalidMeterNumber,
@@ -29,7 +29,13 @@ from voltpay.bridges.electricity import (
     VendResult,
     VendStatus,
 )
-from voltpay.domain.bills import BillNotPayable
+from voltpay.domain.errors import (
+    AmountAboveMaximum,
+    AmountBelowMinimum,
+    InsufficientFunds,
+    NotFound,
+    VendRefunded,
+)
 from voltpay.domain.money import format_minor
 from voltpay.models import bills as bill_store
 from voltpay.models import leases, wallets
@@ -62,10 +68,6 @@ class BillAnswer:
 
 
 BillCommand = CreateBill | PayBill
-
-
-def _problem(code: str, status: int, detail: str) -> DomainError:
-    return DomainError(detail, code=code, status=status)
 
 
 class BillsAgent:
@@ -106,29 +108,16 @@ class BillsAgent:
         return await self._pay(command)
 
     async def _create(self, command: CreateBill) -> BillAnswer:
-        try:
-            meter = await self._provider.verify(command.meter_number)
-        except InvalidMeterNumber as exc:
-            raise _problem(
-                "invalid_meter_number", 422, str(exc) or "invalid meter number"
-            ) from None
-        except MeterNotFound:
-            raise _problem("meter_not_found", 422, "no meter with that number") from None
-        except ProviderUnavailable:
-            raise _problem(
-                "provider_unavailable", 503, "the electricity provider cannot be reached"
-            ) from None
+        # Unknown meters and an unreachable provider are refusals the caller
+        # reads as they are.
+        meter = await self._provider.verify(command.meter_number)
         if command.amount_minor < meter.minimum_amount_minor:
-            raise _problem(
-                "amount_below_minimum",
-                422,
-                f"the minimum for this meter is {format_minor(meter.minimum_amount_minor)}",
+            raise AmountBelowMinimum(
+                f"the minimum for this meter is {format_minor(meter.minimum_amount_minor)}"
             )
         if command.amount_minor > meter.maximum_amount_minor:
-            raise _problem(
-                "amount_above_maximum",
-                422,
-                f"the maximum for this meter is {format_minor(meter.maximum_amount_minor)}",
+            raise AmountAboveMaximum(
+                f"the maximum for this meter is {format_minor(meter.maximum_amount_minor)}"
             )
         bill, _ = await bill_store.create_bill(
             bill_store.NewBill(
@@ -149,14 +138,10 @@ class BillsAgent:
         try:
             wallet_id = command.wallet_id or await wallets.primary_wallet_id(command.user_id)
             started = await bill_store.start_payment(command.bill_id, command.user_id, wallet_id)
-        except (bill_store.BillNotFound, wallets.WalletNotFound):
-            raise _problem("not_found", 404, "no such bill or wallet") from None
-        except BillNotPayable as exc:
-            raise _problem(exc.code, exc.status, str(exc)) from None
-        except wallets.InsufficientFunds:
-            raise _problem(
-                "insufficient_funds", 402, "the wallet balance does not cover this bill"
-            ) from None
+        except NotFound:
+            raise NotFound("no such bill or wallet") from None
+        except InsufficientFunds:
+            raise InsufficientFunds("the wallet balance does not cover this bill") from None
         bill = started.bill
         try:
             result = await asyncio.wait_for(
@@ -166,11 +151,9 @@ class BillsAgent:
         except (VendFailed, ProviderUnavailable, MeterNotFound, InvalidMeterNumber) as exc:
             settled = await bill_store.fail_payment(bill.id, str(exc) or type(exc).__name__)
             self._on_events()
-            raise _problem(
-                "vend_failed",
-                502,
+            raise VendRefunded(
                 "the provider could not vend this bill; the payment was refunded "
-                f"(balance {format_minor(settled.wallet_balance_minor or 0)})",
+                f"(balance {format_minor(settled.wallet_balance_minor or 0)})"
             ) from None
         except (VendOutcomeUnknown, TimeoutError) as exc:
             log.warning("vend outcome unknown for bill %s: %r; reconciling", bill.id, exc)

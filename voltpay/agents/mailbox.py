@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from voltpay.domain.errors import DomainError
 from voltpay.observability.logging import log_context
 from voltpay.observability.metrics import AgentStats, Metrics
 
@@ -37,21 +38,6 @@ class Stopped(Exception):
 
 class AgentFailure(Exception):
     """The handler failed in a way that is not a domain answer."""
-
-
-class DomainError(Exception):
-    """A handler's answer that is an error the caller maps to a response."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
 
 
 @dataclass

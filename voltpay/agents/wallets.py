@@ -10,7 +10,8 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from voltpay.agents.mailbox import DomainError, Mailbox
+from voltpay.agents.mailbox import Mailbox
+from voltpay.domain.errors import BalanceLimitReached, IdempotencyKeyBusy, WalletNotFound
 from voltpay.domain.money import format_minor
 from voltpay.models import idempotency, wallets
 from voltpay.models.idempotency import Key as IdempotencyKey
@@ -35,23 +36,6 @@ class FundsAdded:
     wallet_id: uuid.UUID
     balance_minor: int
     transaction_id: uuid.UUID
-
-
-class WalletNotFoundError(DomainError):
-    status = 404
-    code = "not_found"
-
-
-class IdempotencyClaimLost(DomainError):
-    """The request's Idempotency-Key claim was gone at commit: nothing credited."""
-
-    status = 409
-    code = "idempotency_in_progress"
-
-
-class BalanceLimitError(DomainError):
-    status = 422
-    code = "balance_limit_reached"
 
 
 class WalletsAgent:
@@ -96,11 +80,11 @@ class WalletsAgent:
                 if command.idempotency is not None and command.answer is not None:
                     answered = command.answer(funds)
                     if not await idempotency.complete(conn, command.idempotency, answered):
-                        raise IdempotencyClaimLost("the Idempotency-Key claim was released")
-        except wallets.WalletNotFound:
-            raise WalletNotFoundError("no such wallet") from None
-        except wallets.BalanceLimitReached:
-            raise BalanceLimitError(
+                        raise IdempotencyKeyBusy("the Idempotency-Key claim was released")
+        except WalletNotFound:
+            raise WalletNotFound("no such wallet") from None
+        except BalanceLimitReached:
+            raise BalanceLimitReached(
                 "this credit would take the balance past the largest a wallet holds "
                 f"({format_minor(wallets.MAX_BALANCE_MINOR)})"
             ) from None

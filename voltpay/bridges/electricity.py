@@ -41,6 +41,12 @@ from typing import Protocol
 from voltpay.config.settings import ConfigurationError, ProviderSettings
 from voltpay.domain import sts
 from voltpay.domain.money import format_minor
+from voltpay.domain.vending import InvalidMeterNumber as InvalidMeterNumber
+from voltpay.domain.vending import MeterNotFound as MeterNotFound
+from voltpay.domain.vending import ProviderError as ProviderError
+from voltpay.domain.vending import ProviderUnavailable as ProviderUnavailable
+from voltpay.domain.vending import VendFailed as VendFailed
+from voltpay.domain.vending import VendOutcomeUnknown as VendOutcomeUnknown
 from voltpay.domain.vending import VendRecord
 from voltpay.domain.vending import VendResult as VendResult
 from voltpay.domain.vending import VendStatus as VendStatus
@@ -71,45 +77,6 @@ class RequeryResult:
     """Set when ``status`` is SUCCESS."""
     reason: str | None
     """Set when ``status`` is FAILED."""
-
-
-class ProviderError(Exception):
-    """Base of every error the provider port raises."""
-
-
-class InvalidMeterNumber(ProviderError):
-    def __init__(self, meter_number: str) -> None:
-        super().__init__(
-            f"{meter_number!r} is not a meter number (11 digits, or a letter and 6 digits)"
-        )
-        self.meter_number = meter_number
-
-
-class MeterNotFound(ProviderError):
-    def __init__(self, meter_number: str) -> None:
-        super().__init__(f"meter {meter_number} is not known to the provider")
-        self.meter_number = meter_number
-
-
-class ProviderUnavailable(ProviderError):
-    """The provider could not be reached: nothing happened there."""
-
-
-class VendFailed(ProviderError):
-    """The provider confirmed that nothing was vended: safe to refund."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class VendOutcomeUnknown(ProviderError):
-    """No usable answer (timeout, garbled reply): the vend may have happened.
-    Never refund on this; ask ``requery`` with the same request id."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(f"the outcome of vend {request_id} is unknown")
-        self.request_id = request_id
 
 
 class ElectricityProvider(Protocol):

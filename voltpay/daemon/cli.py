@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from voltpay import __version__
 from voltpay.config import ConfigurationError, Settings, load_settings
+from voltpay.domain.errors import UsernameTaken
 from voltpay.observability.logging import configure_logging, register_secret
 
 EXIT_OK = 0
@@ -102,7 +103,7 @@ async def _add_user(settings: Settings, args: argparse.Namespace) -> int:
             phone_number=body.phone_number,
             currency=settings.limits.currency,
         )
-    except users.UsernameTaken:
+    except UsernameTaken:
         print(f"voltpay: username {body.username!r} is taken", file=sys.stderr)
         return 2
     finally:

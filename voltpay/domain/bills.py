@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from voltpay.domain.errors import BillAlreadyPaid, BillExpired, BillFailed
+
 
 class BillStatus(enum.StrEnum):
     PENDING = "pending"
@@ -23,15 +25,6 @@ ALLOWED_MOVES: dict[BillStatus, frozenset[BillStatus]] = {
 }
 
 
-class BillNotPayable(Exception):
-    """Why a pay attempt cannot start; ``code`` and ``status`` map to HTTP."""
-
-    def __init__(self, code: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
 def can_move(current: BillStatus, target: BillStatus) -> bool:
     return target in ALLOWED_MOVES[current]
 
@@ -48,13 +41,9 @@ def check_payable(status: BillStatus, expires_at: datetime, now: datetime) -> No
     if current is BillStatus.PENDING:
         return
     if current is BillStatus.PAID:
-        raise BillNotPayable("bill_already_paid", 409, "this bill has already been paid")
+        raise BillAlreadyPaid("this bill has already been paid")
     if current is BillStatus.PROCESSING:
-        raise BillNotPayable(
-            "bill_already_paid", 409, "a payment for this bill is already being processed"
-        )
+        raise BillAlreadyPaid("a payment for this bill is already being processed")
     if current is BillStatus.EXPIRED:
-        raise BillNotPayable("bill_expired", 410, "this bill has expired; verify the meter again")
-    raise BillNotPayable(
-        "bill_not_payable", 409, "this bill's payment failed and was refunded; verify again"
-    )
+        raise BillExpired("this bill has expired; verify the meter again")
+    raise BillFailed("this bill's payment failed and was refunded; verify again")

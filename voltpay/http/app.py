@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import hdrs, web
 
-from voltpay.agents.mailbox import AgentFailure, DomainError, Overloaded, Stopped
+from voltpay.agents.mailbox import AgentFailure
+from voltpay.domain.errors import DomainError, IdempotencyKeyBusy
 from voltpay.http import auth, money, operations, users
 from voltpay.http.bodies import read_body, stored_response
 from voltpay.http.context import (
@@ -23,7 +24,8 @@ from voltpay.http.context import (
     Readiness,
     Services,
 )
-from voltpay.http.problems import Problem, idempotency_in_progress, unauthorized
+from voltpay.http.errors import problem_for
+from voltpay.http.problems import Problem, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
 from voltpay.observability.logging import request_id_var
@@ -156,19 +158,9 @@ def _problem_response(request: web.Request, error: Exception) -> web.StreamRespo
     """Every failure leaves as problem+json; nothing a client sends yields a 5xx."""
     if isinstance(error, Problem):
         return error.response()
-    if isinstance(error, DomainError):
-        return Problem(error.status, error.code, error.detail).response()
-    if isinstance(error, Overloaded):
-        return Problem(
-            503,
-            "overloaded",
-            str(error),
-            headers={"Retry-After": str(error.retry_after_seconds)},
-        ).response()
-    if isinstance(error, Stopped):
-        return Problem(
-            503, "shutting_down", "the service is restarting", headers={"Retry-After": "5"}
-        ).response()
+    refusal = problem_for(error)
+    if refusal is not None:
+        return refusal.response()
     if isinstance(error, web.HTTPRequestEntityTooLarge):
         limit = request.app[SERVICES].settings.http.max_body_bytes
         return Problem(
@@ -243,7 +235,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
             "this Idempotency-Key was used with a different request",
         )
     if claim is idempotency.Claim.IN_PROGRESS:
-        raise idempotency_in_progress()
+        raise IdempotencyKeyBusy("another request holds this Idempotency-Key")
     if claim is idempotency.Claim.REPLAY and stored is not None:
         return web.Response(
             status=stored.status,
@@ -275,7 +267,9 @@ async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Problem as problem:
         return problem.response()
     except DomainError as exc:
-        return Problem(exc.status, exc.code, exc.detail).response()
+        refusal = problem_for(exc)
+        assert refusal is not None  # DomainError itself has a row
+        return refusal.response()
 
 
 def create_app(services: Services) -> web.Application:

@@ -9,13 +9,14 @@ from decimal import Decimal
 from aiohttp import web
 
 from voltpay.agents.bills import CreateBill, PayBill
-from voltpay.agents.wallets import AddFunds, FundsAdded, IdempotencyClaimLost
+from voltpay.agents.wallets import AddFunds, FundsAdded
 from voltpay.domain.bills import BillStatus
+from voltpay.domain.errors import BillNotFound, WalletNotFound
 from voltpay.domain.money import format_minor, to_minor
 from voltpay.http.bodies import json_response, read_model, stored_response
 from voltpay.http.context import IDEMPOTENCY_CLAIM, current_user, parse_uuid, services
 from voltpay.http.paging import page_of
-from voltpay.http.problems import field_problem, idempotency_in_progress, not_found
+from voltpay.http.problems import field_problem, not_found
 from voltpay.http.schemas import AddFundsRequest, PayRequest, VerifyRequest
 from voltpay.http.views import bill_view, transaction_view, wallet_view
 from voltpay.models import bills as bill_store
@@ -45,7 +46,7 @@ def _check_max(amount: Decimal, request: web.Request) -> int:
 async def get_wallet(request: web.Request) -> web.Response:
     try:
         wallet = await wallets.owned_wallet(_path_id(request, "walletId"), current_user(request).id)
-    except wallets.WalletNotFound:
+    except WalletNotFound:
         raise not_found("no such wallet") from None
     return json_response(wallet_view(wallet))
 
@@ -56,18 +57,15 @@ async def add_funds(request: web.Request) -> web.Response:
     body = await read_model(request, AddFundsRequest)
     amount_minor = _check_max(body.amount, request)
     claim = request.get(IDEMPOTENCY_CLAIM)
-    try:
-        answer = await services(request).wallets.ask(
-            AddFunds(
-                current_user(request).id,
-                wallet_id,
-                amount_minor,
-                idempotency=claim,
-                answer=_stored_funds_answer if claim is not None else None,
-            )
+    answer = await services(request).wallets.ask(
+        AddFunds(
+            current_user(request).id,
+            wallet_id,
+            amount_minor,
+            idempotency=claim,
+            answer=_stored_funds_answer if claim is not None else None,
         )
-    except IdempotencyClaimLost:
-        raise idempotency_in_progress() from None
+    )
     return json_response(_funds_body(answer))
 
 
@@ -89,7 +87,7 @@ async def list_transactions(request: web.Request) -> web.Response:
     wallet_id = _path_id(request, "walletId")
     try:
         await wallets.owned_wallet(wallet_id, current_user(request).id)
-    except wallets.WalletNotFound:
+    except WalletNotFound:
         raise not_found("no such wallet") from None
     rows, next_cursor = await page_of(LedgerEntry.filter(wallet_id=wallet_id), request)
     return json_response(
@@ -130,7 +128,7 @@ routes.post("/api/vend/{billId}/pay")(pay_bill)
 async def get_bill(request: web.Request) -> web.Response:
     try:
         bill = await bill_store.owned_bill(_path_id(request, "billId"), current_user(request).id)
-    except bill_store.BillNotFound:
+    except BillNotFound:
         raise not_found("no such bill") from None
     return json_response(bill_view(bill, datetime.now(UTC)))
 

@@ -59,16 +59,6 @@ def unauthorized(detail: str = "a valid bearer token is required") -> Problem:
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def idempotency_in_progress() -> Problem:
-    """Another request holds this Idempotency-Key's claim: try again shortly."""
-    return Problem(
-        409,
-        "idempotency_in_progress",
-        "a request with this Idempotency-Key is still being processed",
-        headers={"Retry-After": "1"},
-    )
-
-
 def not_found(detail: str = "no such resource") -> Problem:
     return Problem(404, "not_found", detail)
 

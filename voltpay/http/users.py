@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from voltpay.domain.errors import UsernameTaken
 from voltpay.domain.events import rfc3339
 from voltpay.http import auth
 from voltpay.http.bodies import json_response, read_model
@@ -30,8 +31,8 @@ async def register(request: web.Request) -> web.Response:
             phone_number=body.phone_number,
             currency=svc.settings.limits.currency,
         )
-    except users.UsernameTaken:
-        raise Problem(409, "username_taken", "that username is already registered") from None
+    except UsernameTaken:
+        raise UsernameTaken("that username is already registered") from None
     svc.wake_outbox()
     return json_response(
         {

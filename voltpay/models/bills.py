@@ -15,15 +15,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.bills import BillStatus, check_payable
+from voltpay.domain.errors import BillNotFound, InsufficientFunds
 from voltpay.domain.events import Event, new_event, rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.models import sql, sqlite_engine, wallets
 from voltpay.models.outbox import OUTBOX_INSERT, OUTBOX_ROW, outbox_values, record_event
 from voltpay.models.tables import Bill
-
-
-class BillNotFound(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -247,9 +244,9 @@ async def _start_in_one_statement(conn: BaseDBAsyncClient, start: _Start) -> Pay
         bill = await _payable_bill(conn, bill_id, owner_id, moment)
         wallet = await wallets.owned_wallet(wallet_id, owner_id)
         if wallet.balance_minor < bill.amount_minor:
-            raise wallets.InsufficientFunds(str(wallet_id))
+            raise InsufficientFunds(str(wallet_id))
     # The balance kept changing under us: refuse, having written nothing.
-    raise wallets.InsufficientFunds(str(wallet_id))
+    raise InsufficientFunds(str(wallet_id))
 
 
 _START_ATTEMPTS = 3

@@ -9,14 +9,11 @@ from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from voltpay.domain.errors import UsernameTaken
 from voltpay.domain.events import Event
 from voltpay.models import sql
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import LoginFailure, Session, User, Wallet
-
-
-class UsernameTaken(Exception):
-    pass
 
 
 async def create_user(

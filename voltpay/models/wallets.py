@@ -15,24 +15,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.functions import Sum
 from tortoise.queryset import ValuesListQuery
 
+from voltpay.domain.errors import BalanceLimitReached, InsufficientFunds, WalletNotFound
 from voltpay.models import sql
 from voltpay.models.tables import LedgerEntry, Wallet
 
 CREDIT = "credit"
 DEBIT = "debit"
 REFUND = "refund"
-
-
-class InsufficientFunds(Exception):
-    pass
-
-
-class WalletNotFound(Exception):
-    pass
-
-
-class BalanceLimitReached(Exception):
-    """The credit would take the balance past what its column holds."""
 
 
 # The largest balance a BIGINT (PostgreSQL) or INTEGER (SQLite) holds. Past
