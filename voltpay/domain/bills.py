@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 
 from voltpay.domain.errors import BillAlreadyPaid, BillExpired, BillFailed
@@ -16,12 +17,44 @@ class BillStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class Expiry(enum.Enum):
+    """Where a move stands to the bill's expiry."""
+
+    ANY = "any"
+    BEFORE = "before"  # only while now < expires_at
+    AFTER = "after"  # only once now >= expires_at
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move of a bill's life: from the one status it leaves to the one it
+    reaches, and when. Each move is stated here once; the database's
+    conditional updates are built from it (``voltpay.models.bills``), so that
+    only one of several concurrent callers makes it."""
+
+    source: BillStatus
+    target: BillStatus
+    expiry: Expiry = Expiry.ANY
+
+    def allows(self, status: BillStatus, expires_at: datetime, now: datetime) -> bool:
+        if status is not self.source:
+            return False
+        if self.expiry is Expiry.BEFORE:
+            return now < expires_at
+        if self.expiry is Expiry.AFTER:
+            return now >= expires_at
+        return True
+
+
+START_PAYMENT = Move(BillStatus.PENDING, BillStatus.PROCESSING, Expiry.BEFORE)
+COMPLETE_PAYMENT = Move(BillStatus.PROCESSING, BillStatus.PAID)
+FAIL_PAYMENT = Move(BillStatus.PROCESSING, BillStatus.FAILED)
+EXPIRE = Move(BillStatus.PENDING, BillStatus.EXPIRED, Expiry.AFTER)
+MOVES = (START_PAYMENT, COMPLETE_PAYMENT, FAIL_PAYMENT, EXPIRE)
+
 ALLOWED_MOVES: dict[BillStatus, frozenset[BillStatus]] = {
-    BillStatus.PENDING: frozenset({BillStatus.PROCESSING, BillStatus.EXPIRED}),
-    BillStatus.PROCESSING: frozenset({BillStatus.PAID, BillStatus.FAILED}),
-    BillStatus.PAID: frozenset(),
-    BillStatus.EXPIRED: frozenset(),
-    BillStatus.FAILED: frozenset(),
+    status: frozenset(move.target for move in MOVES if move.source is status)
+    for status in BillStatus
 }
 
 
@@ -31,15 +64,16 @@ def can_move(current: BillStatus, target: BillStatus) -> bool:
 
 def effective_status(status: BillStatus, expires_at: datetime, now: datetime) -> BillStatus:
     """A pending bill past its expiry is expired even before a sweep records it."""
-    if status is BillStatus.PENDING and now >= expires_at:
-        return BillStatus.EXPIRED
+    if EXPIRE.allows(status, expires_at, now):
+        return EXPIRE.target
     return status
 
 
 def check_payable(status: BillStatus, expires_at: datetime, now: datetime) -> None:
-    current = effective_status(status, expires_at, now)
-    if current is BillStatus.PENDING:
+    """Nothing when a payment may start now (``START_PAYMENT``); otherwise why not."""
+    if START_PAYMENT.allows(status, expires_at, now):
         return
+    current = effective_status(status, expires_at, now)
     if current is BillStatus.PAID:
         raise BillAlreadyPaid("this bill has already been paid")
     if current is BillStatus.PROCESSING:
