@@ -314,6 +314,9 @@ _READERS: dict[str, Callable[[Mapping[str, object]], Payload]] = {
 
 @dataclass(frozen=True)
 class Event:
+    """One event of ours: its id (consumers de-duplicate by it), when it
+    happened, and its payload, whose class gives the event's type."""
+
     event_id: uuid.UUID
     occurred_at: datetime
     payload: Payload
