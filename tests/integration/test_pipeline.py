@@ -10,7 +10,7 @@ import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
 from voltpay.daemon.runtime import Daemon
-from voltpay.domain.events import rfc3339
+from voltpay.domain.events import UserRegistered, rfc3339
 from voltpay.models import leases
 from voltpay.models import outbox as outbox_store
 from voltpay.models.leases import Lease
@@ -216,6 +216,7 @@ async def test_an_event_delivered_three_times_texts_once(
             "meterNumber": "A654321",
             "customerName": "Ada Test",
             "amount": "70.00",
+            "expiresAt": rfc3339(datetime.now(UTC) + timedelta(minutes=30)),
         },
     )
     baseline = duplicates_skipped(daemon)
@@ -317,8 +318,10 @@ async def add_outbox_rows(count: int) -> list[str]:
     event_ids = []
     async with in_transaction() as conn:
         for number in range(count):
-            data = {"userId": str(uuid.uuid4()), "username": f"user{number}"}
-            event = await record_event(conn, "user_registered", data, datetime.now(UTC))
+            registered = UserRegistered(
+                user_id=uuid.uuid4(), username=f"user{number}", wallet_id=uuid.uuid4()
+            )
+            event = await record_event(conn, registered, datetime.now(UTC))
             event_ids.append(str(event.event_id))
     return event_ids
 

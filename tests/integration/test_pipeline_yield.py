@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from tests.client import Api, Customer, eventually
 from tests.fakes.recording_sms import RecordingSmsSender
 from voltpay.agents.pacing import Load
 from voltpay.daemon.runtime import Daemon
+from voltpay.domain.events import UserRegistered
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import Notification
 
@@ -92,8 +94,12 @@ async def welcome_events(who: Customer, count: int) -> set[str]:
     ids = set()
     async with in_transaction() as conn:
         for _ in range(count):
-            data = {"userId": who.user_id, "username": who.username}
-            event = await record_event(conn, "user_registered", data, datetime.now(UTC))
+            registered = UserRegistered(
+                user_id=uuid.UUID(who.user_id),
+                username=who.username,
+                wallet_id=uuid.UUID(who.wallet_id),
+            )
+            event = await record_event(conn, registered, datetime.now(UTC))
             ids.add(str(event.event_id))
     return ids
 

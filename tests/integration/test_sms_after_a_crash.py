@@ -16,6 +16,7 @@ from tests.client import eventually
 from tests.conftest import make_settings, running_daemon
 from tests.fakes.twilio_server import FakeTwilioServer
 from voltpay.bridges.sms import SmsMessage, TwilioSmsSender
+from voltpay.domain.events import WalletFunded
 from voltpay.domain.sms import render_sms, sms_reference
 from voltpay.models import leases
 from voltpay.models.database import close_database, open_database
@@ -59,10 +60,16 @@ async def _left_behind(database_url: str) -> tuple[uuid.UUID, str]:
             phone_number=PHONE,
             created_at=now,
         )
-        data = {"userId": str(user.id), "amount": "500.00", "balance": "500.00"}
+        funded = WalletFunded(
+            user_id=user.id,
+            wallet_id=uuid.uuid4(),
+            transaction_id=uuid.uuid4(),
+            amount_minor=50000,
+            balance_minor=50000,
+        )
         async with in_transaction() as conn:
-            event = await record_event(conn, "wallet_funded", data, now)
-        body = render_sms("wallet_funded", data, "NGN", sms_reference(event.event_id))
+            event = await record_event(conn, funded, now)
+        body = render_sms(funded, "NGN", sms_reference(event.event_id))
         dead = uuid.uuid4()
         await leases.register(dead)
         await leases.heartbeat(dead, now - timedelta(minutes=1))

@@ -123,12 +123,12 @@ class NotificationsAgent:
     def _received(self, event: Event) -> store.Received:
         try:
             body: str | None = render_sms(
-                event.type, event.data, self._currency, sms_reference(event.event_id)
+                event.payload, self._currency, sms_reference(event.event_id)
             )
         except UnknownEvent as exc:
             log.warning("no SMS for event %s: %s", event.event_id, exc)
             body = None
-        return store.Received(event.event_id, event.type, _uuid(event.data.get("userId")), body)
+        return store.Received(event.event_id, event.type, event.payload.user_id, body)
 
     async def _seen_before(self, r: store.Received) -> _Outcome:
         """A redelivery, or a duplicate of an event another consumer holds."""
@@ -194,10 +194,3 @@ class NotificationsAgent:
 
 
 _Outcome = tuple[uuid.UUID, Disposition, _Sent | None]
-
-
-def _uuid(value: object) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value)) if value else None
-    except ValueError:
-        return None

@@ -12,6 +12,7 @@ from tortoise.transactions import in_transaction
 
 from voltpay.agents.mailbox import Mailbox
 from voltpay.domain.errors import BalanceLimitReached, IdempotencyKeyBusy, WalletNotFound
+from voltpay.domain.events import WalletFunded
 from voltpay.domain.money import format_minor
 from voltpay.models import idempotency, wallets
 from voltpay.models.idempotency import Key as IdempotencyKey
@@ -62,18 +63,14 @@ class WalletsAgent:
                 movement = await wallets.credit(
                     conn, command.wallet_id, command.amount_minor, now, owner_id=command.user_id
                 )
-                await record_event(
-                    conn,
-                    "wallet_funded",
-                    {
-                        "userId": str(command.user_id),
-                        "walletId": str(command.wallet_id),
-                        "transactionId": str(movement.transaction_id),
-                        "amount": format_minor(command.amount_minor),
-                        "balance": format_minor(movement.balance_after_minor),
-                    },
-                    now,
+                funded = WalletFunded(
+                    user_id=command.user_id,
+                    wallet_id=command.wallet_id,
+                    transaction_id=movement.transaction_id,
+                    amount_minor=command.amount_minor,
+                    balance_minor=movement.balance_after_minor,
                 )
+                await record_event(conn, funded, now)
                 funds = FundsAdded(
                     command.wallet_id, movement.balance_after_minor, movement.transaction_id
                 )

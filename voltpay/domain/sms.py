@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
+from voltpay.domain.events import (
+    BillCreated,
+    Payload,
+    PaymentCompleted,
+    PaymentFailed,
+    UserRegistered,
+    WalletFunded,
+)
+from voltpay.domain.money import format_minor
 from voltpay.domain.sts import format_token
 
 # The event types that become an SMS; render_sms() has a text for each.
@@ -15,13 +23,6 @@ SMS_EVENT_TYPES = frozenset(
 
 class UnknownEvent(ValueError):
     pass
-
-
-def _get(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        raise UnknownEvent(f"event data lacks {key}")
-    return str(value)
 
 
 def _token(raw: str) -> str:
@@ -36,39 +37,41 @@ def sms_reference(event_id: uuid.UUID) -> str:
     return event_id.hex[:10].upper()
 
 
-def render_sms(
-    event_type: str, data: dict[str, Any], currency: str, reference: str | None = None
-) -> str:
-    text = _text(event_type, data, currency)
+def render_sms(payload: Payload, currency: str, reference: str | None = None) -> str:
+    text = _text(payload, currency)
     return f"{text} Ref {reference}." if reference else text
 
 
-def _text(event_type: str, data: dict[str, Any], currency: str) -> str:
-    if event_type == "user_registered":
-        return (
-            f"Welcome to voltpay, {_get(data, 'username')}! Your wallet is ready. "
-            "Fund it to start paying for electricity."
-        )
-    if event_type == "wallet_funded":
-        return (
-            f"voltpay: your wallet was credited with {currency} {_get(data, 'amount')}. "
-            f"New balance: {currency} {_get(data, 'balance')}."
-        )
-    if event_type == "bill_created":
-        return (
-            f"voltpay: bill of {currency} {_get(data, 'amount')} created for meter "
-            f"{_get(data, 'meterNumber')} ({_get(data, 'customerName')}). Pay it before it expires."
-        )
-    if event_type == "payment_completed":
-        return (
-            f"voltpay: payment of {currency} {_get(data, 'amount')} for meter "
-            f"{_get(data, 'meterNumber')} succeeded. Token: {_token(_get(data, 'token'))} "
-            f"({_get(data, 'units')} kWh). Receipt {_get(data, 'receiptNumber')}."
-        )
-    if event_type == "payment_failed":
-        return (
-            f"voltpay: payment of {currency} {_get(data, 'amount')} for meter "
-            f"{_get(data, 'meterNumber')} failed. {currency} {_get(data, 'refunded')} was "
-            f"refunded to your wallet. Balance: {currency} {_get(data, 'walletBalance')}."
-        )
-    raise UnknownEvent(f"no SMS for event type {event_type!r}")
+def _text(payload: Payload, currency: str) -> str:
+    """Amounts read as on the wire: ``format_minor``'s two-place form."""
+    match payload:
+        case UserRegistered():
+            return (
+                f"Welcome to voltpay, {payload.username}! Your wallet is ready. "
+                "Fund it to start paying for electricity."
+            )
+        case WalletFunded():
+            return (
+                f"voltpay: your wallet was credited with {currency} "
+                f"{format_minor(payload.amount_minor)}. "
+                f"New balance: {currency} {format_minor(payload.balance_minor)}."
+            )
+        case BillCreated(bill=bill):
+            return (
+                f"voltpay: bill of {currency} {format_minor(bill.amount_minor)} created for meter "
+                f"{bill.meter_number} ({bill.customer_name}). Pay it before it expires."
+            )
+        case PaymentCompleted(bill=bill):
+            return (
+                f"voltpay: payment of {currency} {format_minor(bill.amount_minor)} for meter "
+                f"{bill.meter_number} succeeded. Token: {_token(payload.token)} "
+                f"({payload.units} kWh). Receipt {payload.receipt_number}."
+            )
+        case PaymentFailed(bill=bill):
+            return (
+                f"voltpay: payment of {currency} {format_minor(bill.amount_minor)} for meter "
+                f"{bill.meter_number} failed. {currency} {format_minor(payload.refunded_minor)} "
+                f"was refunded to your wallet. "
+                f"Balance: {currency} {format_minor(payload.wallet_balance_minor)}."
+            )
+    raise UnknownEvent(f"no SMS for event type {payload.type!r}")

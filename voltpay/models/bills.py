@@ -16,8 +16,14 @@ from tortoise.transactions import in_transaction
 
 from voltpay.domain.bills import BillStatus, check_payable
 from voltpay.domain.errors import BillNotFound, InsufficientFunds
-from voltpay.domain.events import Event, new_event, rfc3339
-from voltpay.domain.money import format_minor
+from voltpay.domain.events import (
+    BillCreated,
+    BillSummary,
+    Event,
+    PaymentCompleted,
+    PaymentFailed,
+    new_event,
+)
 from voltpay.models import sql, sqlite_engine, wallets
 from voltpay.models.outbox import OUTBOX_INSERT, OUTBOX_ROW, outbox_values, record_event
 from voltpay.models.tables import Bill
@@ -49,14 +55,28 @@ class Settled:
     event: Event | None
 
 
-def _bill_event_data(bill: Bill) -> dict[str, Any]:
-    return {
-        "userId": str(bill.user_id),  # type: ignore[attr-defined]
-        "billId": str(bill.id),
-        "meterNumber": bill.meter_number,
-        "customerName": bill.customer_name,
-        "amount": format_minor(bill.amount_minor),
-    }
+def _owner(bill: Bill) -> uuid.UUID:
+    owner: uuid.UUID = bill.user_id  # type: ignore[attr-defined]
+    return owner
+
+
+def _summary(bill: Bill) -> BillSummary:
+    return BillSummary(
+        bill_id=bill.id,
+        meter_number=bill.meter_number,
+        customer_name=bill.customer_name,
+        amount_minor=bill.amount_minor,
+    )
+
+
+def _debited_wallet(bill: Bill) -> uuid.UUID:
+    """The wallet a paid bill was debited from. The start of a payment sets it
+    in the statement that makes the bill processing, so only a broken
+    invariant finds none, and that is an error rather than an event that
+    names no wallet."""
+    if bill.wallet_id is None:
+        raise RuntimeError(f"bill {bill.id} is in payment without a wallet")
+    return bill.wallet_id
 
 
 async def create_bill(new: NewBill, now: datetime | None = None) -> tuple[Bill, Event]:
@@ -77,8 +97,8 @@ async def create_bill(new: NewBill, now: datetime | None = None) -> tuple[Bill, 
             updated_at=moment,
             using_db=conn,
         )
-        data = _bill_event_data(bill) | {"expiresAt": rfc3339(bill.expires_at)}
-        event = await record_event(conn, "bill_created", data, moment)
+        created = BillCreated(user_id=new.user_id, bill=_summary(bill), expires_at=bill.expires_at)
+        event = await record_event(conn, created, moment)
     return bill, event
 
 
@@ -294,10 +314,10 @@ async def complete_payment(
         bill_id,
         BillStatus.PROCESSING.value,
     )
-    paid = {"token": token, "units": str(units), "receiptNumber": receipt_number}
+    paid = _Paid(token, units, receipt_number)
     conn = connections.get("default")
     if bill is not None and wallet_balance_minor is not None:
-        event = new_event("payment_completed", _paid_data(bill, wallet_balance_minor, paid), moment)
+        event = new_event(paid.payload(bill, wallet_balance_minor), moment)
         event_values = outbox_values(event, moment)
         if sql.is_sqlite(conn):
             moved = await _complete_on_sqlite(sqlite_engine.own_client(conn), values, event_values)
@@ -312,10 +332,9 @@ async def complete_payment(
             return Settled(await Bill.get(id=bill_id, using_db=conn), None, None)
         settled_bill = moved[0]
         balance = wallet_balance_minor
-        if balance is None and settled_bill.wallet_id is not None:
-            balance = await wallets._balance(conn, settled_bill.wallet_id)
-        data = _paid_data(settled_bill, balance, paid)
-        event = await record_event(conn, "payment_completed", data, moment)
+        if balance is None:
+            balance = await wallets._balance(conn, _debited_wallet(settled_bill))
+        event = await record_event(conn, paid.payload(settled_bill, balance), moment)
     return Settled(settled_bill, balance, event)
 
 
@@ -338,13 +357,25 @@ async def _complete_on_sqlite(
     return [] if row is None else [Bill._init_from_db(**row)]
 
 
-def _paid_data(bill: Bill, balance: int | None, paid: dict[str, str]) -> dict[str, Any]:
-    return (
-        _bill_event_data(bill)
-        | {"walletId": str(bill.wallet_id)}
-        | paid
-        | {"walletBalance": format_minor(balance) if balance is not None else None}
-    )
+@dataclass(frozen=True)
+class _Paid:
+    """What the provider's vend told: the payment_completed event of the bill
+    it paid, once the balance to tell is known."""
+
+    token: str
+    units: Decimal
+    receipt_number: str
+
+    def payload(self, bill: Bill, wallet_balance_minor: int) -> PaymentCompleted:
+        return PaymentCompleted(
+            user_id=_owner(bill),
+            bill=_summary(bill),
+            wallet_id=_debited_wallet(bill),
+            token=self.token,
+            units=self.units,
+            receipt_number=self.receipt_number,
+            wallet_balance_minor=wallet_balance_minor,
+        )
 
 
 async def fail_payment(bill_id: uuid.UUID, reason: str, now: datetime | None = None) -> Settled:
@@ -362,13 +393,15 @@ async def fail_payment(bill_id: uuid.UUID, reason: str, now: datetime | None = N
         refund = await wallets.credit(
             conn, bill.wallet_id, bill.amount_minor, moment, kind=wallets.REFUND, bill_id=bill.id
         )
-        data = _bill_event_data(bill) | {
-            "walletId": str(bill.wallet_id),
-            "reason": reason,
-            "refunded": format_minor(bill.amount_minor),
-            "walletBalance": format_minor(refund.balance_after_minor),
-        }
-        event = await record_event(conn, "payment_failed", data, moment)
+        failed = PaymentFailed(
+            user_id=_owner(bill),
+            bill=_summary(bill),
+            wallet_id=bill.wallet_id,
+            reason=reason,
+            refunded_minor=bill.amount_minor,
+            wallet_balance_minor=refund.balance_after_minor,
+        )
+        event = await record_event(conn, failed, moment)
     return Settled(bill, refund.balance_after_minor, event)
 
 

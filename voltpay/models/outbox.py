@@ -11,7 +11,7 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 
-from voltpay.domain.events import Event, EventType, new_event
+from voltpay.domain.events import Event, Payload, new_event
 from voltpay.domain.sms import SMS_EVENT_TYPES
 from voltpay.models import sql
 from voltpay.models.leases import Lease, lease_is_free, live_cutoff
@@ -19,10 +19,8 @@ from voltpay.models.notifications import QUEUED
 from voltpay.models.tables import OutboxEvent
 
 
-async def record_event(
-    conn: BaseDBAsyncClient, type_: EventType, data: dict[str, Any], now: datetime
-) -> Event:
-    event = new_event(type_, data, now)
+async def record_event(conn: BaseDBAsyncClient, payload: Payload, now: datetime) -> Event:
+    event = new_event(payload, now)
     await sql.execute(conn, OUTBOX_ROW, *outbox_values(event, now))
     return event
 

@@ -10,7 +10,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from voltpay.domain.errors import UsernameTaken
-from voltpay.domain.events import Event
+from voltpay.domain.events import Event, UserRegistered
 from voltpay.models import sql
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import LoginFailure, Session, User, Wallet
@@ -42,12 +42,8 @@ async def create_user(
                 updated_at=now,
                 using_db=conn,
             )
-            data = {
-                "userId": str(user.id),
-                "username": username,
-                "walletId": str(wallet.id),
-            }
-            event = await record_event(conn, "user_registered", data, now)
+            registered = UserRegistered(user_id=user.id, username=username, wallet_id=wallet.id)
+            event = await record_event(conn, registered, now)
     except IntegrityError:
         raise UsernameTaken(username) from None
     return user, wallet, event
