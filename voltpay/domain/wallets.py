@@ -14,4 +14,4 @@ def may_debit(balance_minor: int, amount_minor: int) -> bool:
 
 
 def may_credit(balance_minor: int, amount_minor: int) -> bool:
-    return 0 < amount_minor and balance_minor <= MAX_BALANCE_MINOR - amount_minor
+    return amount_minor > 0 and balance_minor <= MAX_BALANCE_MINOR - amount_minor
