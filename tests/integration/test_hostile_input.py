@@ -15,6 +15,7 @@ from tests.client import Api
 from tests.integration.test_api_contract import JSON, assert_problem
 from voltpay.daemon.runtime import Daemon
 from voltpay.domain.money import format_minor
+from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import wallets
 from voltpay.models.tables import IdempotencyRecord, LedgerEntry, Wallet
 
@@ -193,7 +194,7 @@ async def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing(
     who = await api.customer()
     wallet_id = uuid.UUID(who.wallet_id)
     # A wallet 0.50 short of the largest balance, its ledger agreeing.
-    almost = wallets.MAX_BALANCE_MINOR - 50
+    almost = MAX_BALANCE_MINOR - 50
     await Wallet.filter(id=wallet_id).update(balance_minor=almost)
     await LedgerEntry.create(
         id=uuid.uuid4(),
@@ -208,8 +209,8 @@ async def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing(
     assert await api.balance(who) == format_minor(almost)
     assert await wallets.ledger_sum(wallet_id) == almost
     assert (await api.fund(who, "0.50")).status == 200
-    assert await api.balance(who) == format_minor(wallets.MAX_BALANCE_MINOR)
-    assert await wallets.ledger_sum(wallet_id) == wallets.MAX_BALANCE_MINOR
+    assert await api.balance(who) == format_minor(MAX_BALANCE_MINOR)
+    assert await wallets.ledger_sum(wallet_id) == MAX_BALANCE_MINOR
 
 
 async def test_a_login_answer_is_never_stored_for_replay(api: Api) -> None:

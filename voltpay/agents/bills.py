@@ -169,8 +169,7 @@ class BillsAgent:
         self, bill: Bill, result: VendResult, balance_after_minor: int | None = None
     ) -> bill_store.Settled:
         settled = await bill_store.complete_payment(
-            bill.id,
-            bill=bill,
+            bill,
             token=result.token,
             units=result.units,
             receipt_number=result.receipt_number,

@@ -14,6 +14,7 @@ from voltpay.agents.mailbox import Mailbox
 from voltpay.domain.errors import BalanceLimitReached, IdempotencyKeyBusy, WalletNotFound
 from voltpay.domain.events import WalletFunded
 from voltpay.domain.money import format_minor
+from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import idempotency, wallets
 from voltpay.models.idempotency import Key as IdempotencyKey
 from voltpay.models.idempotency import StoredResponse
@@ -83,7 +84,7 @@ class WalletsAgent:
         except BalanceLimitReached:
             raise BalanceLimitReached(
                 "this credit would take the balance past the largest a wallet holds "
-                f"({format_minor(wallets.MAX_BALANCE_MINOR)})"
+                f"({format_minor(MAX_BALANCE_MINOR)})"
             ) from None
         self._on_events()
         return funds

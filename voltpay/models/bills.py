@@ -1,5 +1,13 @@
 """The bill saga's database steps. Each step is one transaction; a step that
-finds the bill already moved on does nothing, so every step is safe to retry."""
+finds the bill already moved on does nothing, so every step is safe to retry.
+
+Each step's conditional update is built from the move it makes
+(``voltpay.domain.bills``: START_PAYMENT, COMPLETE_PAYMENT, FAIL_PAYMENT,
+EXPIRE), so a change to when a bill may move is one edit there. The start and
+the completion have one path per database (SQLite: one transaction run whole
+in the connection's thread; PostgreSQL: one statement); the failure, with its
+refund, is one transaction of the same statements on both.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,16 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from voltpay.domain.bills import BillStatus, check_payable
+from voltpay.domain.bills import (
+    COMPLETE_PAYMENT,
+    EXPIRE,
+    FAIL_PAYMENT,
+    START_PAYMENT,
+    BillStatus,
+    Expiry,
+    Move,
+    check_payable,
+)
 from voltpay.domain.errors import BillNotFound, InsufficientFunds
 from voltpay.domain.events import (
     BillCreated,
@@ -109,10 +126,35 @@ async def owned_bill(bill_id: uuid.UUID, owner_id: uuid.UUID) -> Bill:
     return bill
 
 
+def guard(move: Move, first: int, *, table: str = "") -> str:
+    """SQL: the bill may make ``move`` (its WHERE clause, after the row's own
+    key). Binds ``guard_values(move, now)`` from placeholder ``$first`` on."""
+    column = f"{table}." if table else ""
+    clause = f"{column}status = ${first}"
+    if move.expiry is Expiry.BEFORE:
+        clause += f" AND {column}expires_at > ${first + 1}"
+    elif move.expiry is Expiry.AFTER:
+        clause += f" AND {column}expires_at <= ${first + 1}"
+    return clause
+
+
+def guard_values(move: Move, now: datetime) -> tuple[Any, ...]:
+    if move.expiry is Expiry.ANY:
+        return (move.source.value,)
+    return move.source.value, now
+
+
+_EXPIRE = "UPDATE bills SET status = $1, updated_at = $2 WHERE " + guard(EXPIRE, 3)
+
+
 async def expire_overdue(now: datetime | None = None) -> int:
     moment = now or datetime.now(UTC)
-    return await Bill.filter(status=BillStatus.PENDING.value, expires_at__lte=moment).update(
-        status=BillStatus.EXPIRED.value, updated_at=moment
+    return await sql.execute(
+        connections.get("default"),
+        _EXPIRE,
+        EXPIRE.target.value,
+        moment,
+        *guard_values(EXPIRE, moment),
     )
 
 
@@ -144,7 +186,7 @@ class _Start:
 _START_PENDING = (
     "UPDATE bills SET status = $1, wallet_id = $2, vend_request_id = $3, "
     "processing_since = $4, updated_at = $5 "
-    "WHERE id = $6 AND user_id = $7 AND status = $8 AND expires_at > $9 RETURNING *"
+    "WHERE id = $6 AND user_id = $7 AND " + guard(START_PAYMENT, 8) + " RETURNING *"
 )
 
 
@@ -158,15 +200,14 @@ async def _start_on_sqlite(conn: sqlite_engine.Client, start: _Start) -> Payment
     of five). The single writer serializes it against every other write."""
     move = sql.for_sqlite(
         _START_PENDING,
-        BillStatus.PROCESSING.value,
+        START_PAYMENT.target.value,
         start.wallet_id,
         start.request_id,
         start.moment,
         start.moment,
         start.bill_id,
         start.owner_id,
-        BillStatus.PENDING.value,
-        start.moment,
+        *guard_values(START_PAYMENT, start.moment),
     )
 
     def begin(db: sqlite3.Connection) -> tuple[dict[str, Any], int]:
@@ -213,11 +254,13 @@ async def _payable_bill(
 _START_IN_ONE = (
     "WITH bill AS ("
     "SELECT id, amount_minor FROM bills "
-    "WHERE id = $1 AND user_id = $2 AND status = $3 AND expires_at > $4 FOR UPDATE"
+    "WHERE id = $1 AND user_id = $2 AND " + guard(START_PAYMENT, 3) + " FOR UPDATE"
     "), debit AS ("
     "UPDATE wallets SET balance_minor = wallets.balance_minor - bill.amount_minor, "
     "updated_at = $5 FROM bill "
-    "WHERE wallets.id = $6 AND wallets.user_id = $7 AND wallets.balance_minor >= bill.amount_minor "
+    "WHERE wallets.id = $6 AND wallets.user_id = $7 AND "
+    + wallets.debit_guard("wallets.balance_minor", "bill.amount_minor")
+    + " "
     "RETURNING bill.id AS bill_id, bill.amount_minor, wallets.balance_minor AS balance_after"
     "), moved AS ("
     "UPDATE bills SET status = $8, wallet_id = $9, vend_request_id = $10, "
@@ -240,12 +283,11 @@ async def _start_in_one_statement(conn: BaseDBAsyncClient, start: _Start) -> Pay
             _START_IN_ONE,
             bill_id,
             owner_id,
-            BillStatus.PENDING.value,
-            moment,
+            *guard_values(START_PAYMENT, moment),
             moment,
             wallet_id,
             owner_id,
-            BillStatus.PROCESSING.value,
+            START_PAYMENT.target.value,
             wallet_id,
             request_id,
             moment,
@@ -274,7 +316,7 @@ _START_ATTEMPTS = 3
 _COMPLETE = (
     "UPDATE bills SET status = $1, token = $2, units = $3, receipt_number = $4, "
     "tariff_minor_per_kwh = $5, paid_at = $6, updated_at = $7 "
-    "WHERE id = $8 AND status = $9 RETURNING *"
+    "WHERE id = $8 AND " + guard(COMPLETE_PAYMENT, 9) + " RETURNING *"
 )
 # PostgreSQL: the same update and its outbox row in one statement (atomic by
 # itself), instead of BEGIN, two statements and COMMIT.
@@ -286,56 +328,48 @@ _COMPLETE_WITH_EVENT = (
 
 
 async def complete_payment(
-    bill_id: uuid.UUID,
+    bill: Bill,
     *,
     token: str,
     units: Decimal,
     receipt_number: str,
     tariff_minor_per_kwh: int,
     wallet_balance_minor: int | None = None,
-    bill: Bill | None = None,
     now: datetime | None = None,
 ) -> Settled:
-    """processing → paid with the token; a second call changes nothing.
+    """processing → paid with the token, and its payment_completed event; a
+    second call changes nothing.
 
-    ``wallet_balance_minor`` is the balance the debit left, told to the user;
-    ``bill`` is the bill as the payment started (its owner, meter and amount
-    do not change), which lets PostgreSQL do it all in one statement.
+    ``bill`` is the bill as its payment started (its owner, meter, amount and
+    wallet do not change after); ``wallet_balance_minor`` is the balance the
+    debit left, told to the user, or None to tell the balance as it is now
+    (a payment settled later by the reconciler).
     """
     moment = now or datetime.now(UTC)
+    if wallet_balance_minor is None:
+        wallet_balance_minor = await wallets.balance_of(_debited_wallet(bill))
     values = (
-        BillStatus.PAID.value,
+        COMPLETE_PAYMENT.target.value,
         token,
         str(units),
         receipt_number,
         tariff_minor_per_kwh,
         moment,
         moment,
-        bill_id,
-        BillStatus.PROCESSING.value,
+        bill.id,
+        *guard_values(COMPLETE_PAYMENT, moment),
     )
     paid = _Paid(token, units, receipt_number)
+    event = new_event(paid.payload(bill, wallet_balance_minor), moment)
+    event_values = outbox_values(event, moment)
     conn = connections.get("default")
-    if bill is not None and wallet_balance_minor is not None:
-        event = new_event(paid.payload(bill, wallet_balance_minor), moment)
-        event_values = outbox_values(event, moment)
-        if sql.is_sqlite(conn):
-            moved = await _complete_on_sqlite(sqlite_engine.own_client(conn), values, event_values)
-        else:
-            moved = await sql.models(conn, Bill, _COMPLETE_WITH_EVENT, *values, *event_values)
-        if not moved:
-            return Settled(await Bill.get(id=bill_id), None, None)
-        return Settled(moved[0], wallet_balance_minor, event)
-    async with in_transaction() as conn:
-        moved = await sql.models(conn, Bill, _COMPLETE, *values)
-        if not moved:
-            return Settled(await Bill.get(id=bill_id, using_db=conn), None, None)
-        settled_bill = moved[0]
-        balance = wallet_balance_minor
-        if balance is None:
-            balance = await wallets._balance(conn, _debited_wallet(settled_bill))
-        event = await record_event(conn, paid.payload(settled_bill, balance), moment)
-    return Settled(settled_bill, balance, event)
+    if sql.is_sqlite(conn):
+        moved = await _complete_on_sqlite(sqlite_engine.own_client(conn), values, event_values)
+    else:
+        moved = await sql.models(conn, Bill, _COMPLETE_WITH_EVENT, *values, *event_values)
+    if not moved:
+        return Settled(await Bill.get(id=bill.id), None, None)
+    return Settled(moved[0], wallet_balance_minor, event)
 
 
 async def _complete_on_sqlite(
@@ -378,25 +412,38 @@ class _Paid:
         )
 
 
+_FAIL = (
+    "UPDATE bills SET status = $1, failure_reason = $2, updated_at = $3 "
+    "WHERE id = $4 AND " + guard(FAIL_PAYMENT, 5) + " RETURNING *"
+)
+
+
 async def fail_payment(bill_id: uuid.UUID, reason: str, now: datetime | None = None) -> Settled:
-    """processing → failed with the debit refunded; a second call changes nothing."""
+    """processing → failed with the debit refunded, and its payment_failed
+    event; a second call changes nothing."""
     moment = now or datetime.now(UTC)
     async with in_transaction() as conn:
-        moved = (
-            await Bill.filter(id=bill_id, status=BillStatus.PROCESSING.value)
-            .using_db(conn)
-            .update(status=BillStatus.FAILED.value, failure_reason=reason[:255], updated_at=moment)
+        moved = await sql.models(
+            conn,
+            Bill,
+            _FAIL,
+            FAIL_PAYMENT.target.value,
+            reason[:255],
+            moment,
+            bill_id,
+            *guard_values(FAIL_PAYMENT, moment),
         )
-        bill = await Bill.get(id=bill_id, using_db=conn)
-        if moved != 1 or bill.wallet_id is None:
-            return Settled(bill, None, None)
+        if not moved:
+            return Settled(await Bill.get(id=bill_id, using_db=conn), None, None)
+        bill = moved[0]
+        wallet_id = _debited_wallet(bill)
         refund = await wallets.credit(
-            conn, bill.wallet_id, bill.amount_minor, moment, kind=wallets.REFUND, bill_id=bill.id
+            conn, wallet_id, bill.amount_minor, moment, kind=wallets.REFUND, bill_id=bill.id
         )
         failed = PaymentFailed(
             user_id=_owner(bill),
             bill=_summary(bill),
-            wallet_id=bill.wallet_id,
+            wallet_id=wallet_id,
             reason=reason,
             refunded_minor=bill.amount_minor,
             wallet_balance_minor=refund.balance_after_minor,

@@ -16,6 +16,7 @@ from tortoise.functions import Sum
 from tortoise.queryset import ValuesListQuery
 
 from voltpay.domain.errors import BalanceLimitReached, InsufficientFunds, WalletNotFound
+from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import sql
 from voltpay.models.tables import LedgerEntry, Wallet
 
@@ -24,9 +25,16 @@ DEBIT = "debit"
 REFUND = "refund"
 
 
-# The largest balance a BIGINT (PostgreSQL) or INTEGER (SQLite) holds. Past
-# it PostgreSQL refuses the UPDATE and SQLite turns the sum into a float.
-MAX_BALANCE_MINOR = 2**63 - 1
+def debit_guard(balance: str, amount: str) -> str:
+    """SQL: ``domain.wallets.may_debit`` of the column ``balance`` and the
+    expression ``amount`` (positive by the caller's check)."""
+    return f"{balance} >= {amount}"
+
+
+def credit_guard(balance: str, room: str) -> str:
+    """SQL: ``domain.wallets.may_credit``, with ``room`` bound to
+    ``MAX_BALANCE_MINOR - amount`` (the amount positive by the caller's check)."""
+    return f"{balance} <= {room}"
 
 
 @dataclass(frozen=True)
@@ -42,13 +50,25 @@ _LEDGER_ROW = (
 )
 _DEBIT = (
     "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
-    "WHERE id = $3 AND user_id = $4 AND balance_minor >= $5 RETURNING balance_minor"
+    "WHERE id = $3 AND user_id = $4 AND "
+    + debit_guard("balance_minor", "$5")
+    + " RETURNING balance_minor"
+)
+_CREDIT = (
+    "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
+    "WHERE id = $3 AND user_id = $4 AND "
+    + credit_guard("balance_minor", "$5")
+    + " RETURNING balance_minor"
+)
+_REFUND = (
+    "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
+    "WHERE id = $3 RETURNING balance_minor"
 )
 _OWNED = "SELECT 1 FROM wallets WHERE id = $1 AND user_id = $2"
 
 
-async def _balance(conn: BaseDBAsyncClient, wallet_id: uuid.UUID) -> int:
-    wallet = await Wallet.get(id=wallet_id, using_db=conn)
+async def balance_of(wallet_id: uuid.UUID) -> int:
+    wallet = await Wallet.get(id=wallet_id)
     return int(wallet.balance_minor)
 
 
@@ -89,24 +109,11 @@ async def credit(
     if amount_minor <= 0:
         raise ValueError("a credit must be positive")
     if owner_id is None:
-        changed = await sql.rows(
-            conn,
-            "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
-            "WHERE id = $3 RETURNING balance_minor",
-            amount_minor,
-            now,
-            wallet_id,
-        )
+        # A refund gives back what a debit took: the balance was that high before.
+        changed = await sql.rows(conn, _REFUND, amount_minor, now, wallet_id)
     else:
         changed = await sql.rows(
-            conn,
-            "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
-            "WHERE id = $3 AND user_id = $4 AND balance_minor <= $5 RETURNING balance_minor",
-            amount_minor,
-            now,
-            wallet_id,
-            owner_id,
-            MAX_BALANCE_MINOR - amount_minor,
+            conn, _CREDIT, amount_minor, now, wallet_id, owner_id, MAX_BALANCE_MINOR - amount_minor
         )
         if not changed and await sql.rows(conn, _OWNED, wallet_id, owner_id):
             raise BalanceLimitReached(str(wallet_id))
