@@ -24,7 +24,7 @@ from voltpay.agents.wallets import WalletsAgent
 from voltpay.bridges.electricity import ElectricityProvider, build_provider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
-from voltpay.daemon.pipeline import Pipeline
+from voltpay.daemon.pipeline import Pipeline, open_pipeline
 from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app
@@ -84,18 +84,22 @@ class Daemon:
         self.provider = provider
         self._on_close("provider", provider.close)
 
-        pipeline = Pipeline(
+        app = create_faust_app()
+        opening = open_pipeline(
             settings,
+            app,
             self.metrics,
             self.readiness,
             instance_id=self.instance_id,
             sms_sender=self.sms_sender,
         )
+        pipeline = await opening.__aenter__()
         self.pipeline = pipeline
-        await pipeline.open()
-        self._on_close("event pipeline bridges", pipeline.close)
 
-        app = create_faust_app()
+        async def close_pipeline() -> None:
+            await opening.__aexit__(None, None, None)
+
+        self._on_close("event pipeline bridges", close_pipeline)
         self.wallets = WalletsAgent(
             app,
             metrics=self.metrics,
@@ -116,7 +120,6 @@ class Daemon:
             on_events=pipeline.wake,
             instance_id=self.instance_id,
         )
-        pipeline.build_agents(app)
         await app.start()
         self._on_close("agents", app.stop)
         for stats in self.metrics.agents():
@@ -125,7 +128,7 @@ class Daemon:
         self.bills.start_reconciler()
         self._on_close("reconciler", self.bills.stop_reconciler)
         self._housekeeping = asyncio.create_task(self._keep_house(), name="housekeeping")
-        await pipeline.start()
+        pipeline.start()
 
         services = Services(
             settings=settings,
