@@ -21,7 +21,7 @@ from tests.postgres import PG_ADMIN_URL, admin, scratch_database, url_of
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
-from voltpay.daemon.runtime import Daemon
+from voltpay.daemon.runtime import CompositionRoot, Daemon
 from voltpay.models.database import apply_migrations, close_database, open_database
 
 moto_server_url = moto_server_fixture()
@@ -155,12 +155,11 @@ def sms_sender() -> SmsSender | None:
 
 @asynccontextmanager
 async def running_daemon(settings: Settings, **collaborators: Any) -> AsyncIterator[Daemon]:
-    running = Daemon(settings, **collaborators)
+    root = CompositionRoot(settings, **collaborators)
     try:
-        await running.start()
-        yield running
+        yield await root.start()
     finally:
-        await running.stop()
+        await root.stop()
 
 
 @pytest.fixture

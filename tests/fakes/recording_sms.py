@@ -1,7 +1,7 @@
 """An SMS sender for tests: remembers every message it was asked to send.
 
 sms = RecordingSmsSender(delay_seconds=0.2)   # hold each send a moment
-Daemon(settings, sms_sender=sms)
+CompositionRoot(settings, sms_sender=sms)
 ...
 sms.sent_for(event_id)                        # the messages for one event
 """

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tests.conftest import make_settings
 from voltpay.daemon import runtime
-from voltpay.daemon.runtime import Daemon
+from voltpay.daemon.runtime import CompositionRoot
 
 
 async def test_in_flight_requests_get_what_the_delay_leaves_of_the_grace(
@@ -30,11 +30,11 @@ async def test_in_flight_requests_get_what_the_delay_leaves_of_the_grace(
         moto_server_url,
         http={"shutdown_grace_seconds": 5, "drain_delay_seconds": 0.5},
     )
-    daemon = Daemon(settings)
+    root = CompositionRoot(settings)
     try:
-        await daemon.start()
+        await root.start()
     finally:
-        await daemon.stop()
+        await root.stop()
     assert given["shutdown_timeout"] == pytest.approx(4.5)
 
 
@@ -50,10 +50,10 @@ async def test_a_daemon_that_never_served_does_not_wait_out_the_delay(
             moto_server_url,
             http={"port": port, "shutdown_grace_seconds": 30, "drain_delay_seconds": 20},
         )
-        daemon = Daemon(settings)
+        root = CompositionRoot(settings)
         with pytest.raises(OSError):
-            await daemon.start()
+            await root.start()
         began = time.monotonic()
-        await daemon.stop()
+        await root.stop()
     # Nothing was served, so nothing waits for a load balancer to notice.
     assert time.monotonic() - began < 15

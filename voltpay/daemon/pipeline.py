@@ -1,6 +1,9 @@
-"""The event pipeline's parts, wired: the embedded SNS/SQS endpoint (when no
-endpoint is configured), the AWS clients and resources, the SMS sender, and
-the agents that relay the outbox, poll SQS, notify and audit."""
+"""The event pipeline: the embedded SNS/SQS endpoint (when no endpoint is
+configured), the AWS clients and resources, the SMS sender, and the agents
+that relay the outbox, poll SQS, notify and audit.
+
+``open_pipeline`` opens the bridges and yields the ``Pipeline`` whole; its
+relay and poller run from ``Pipeline.start()`` until ``Pipeline.drain()``."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,29 +82,27 @@ class BusWindow:
 
 
 class Pipeline:
+    """The outbox relay, the SQS poller and the notifications and audit
+    agents, wired to the bridges they are given."""
+
     def __init__(
         self,
         settings: Settings,
+        app: Any,
         metrics: Metrics,
         readiness: Readiness,
         *,
         instance_id: uuid.UUID,
-        sms_sender: SmsSender | None = None,
+        clients: AwsClients,
+        resources: Provisioned,
+        sms_sender: SmsSender,
     ) -> None:
         self._settings = settings
-        self._instance_id = instance_id
-        self._metrics = metrics
         self._readiness = readiness
-        self._sms_sender = sms_sender
-        self._embedded: EmbeddedAwsEndpoint | None = None
-        self._clients: AwsClients | None = None
-        self.resources: Provisioned | None = None
-        self.relay: OutboxRelay | None = None
-        self.poller: SqsPoller | None = None
-        self.notifications: NotificationsAgent | None = None
-        self.audit: AuditAgent | None = None
-        self.endpoint_url: str | None = None
-        self._window: BusWindow | None = None
+        self.resources = resources
+        # The embedded bus dies with the daemon: it is consumed to the end
+        # at shutdown, and kept to a window of events meanwhile.
+        self._embedded = settings.aws.uses_embedded_endpoint
         # The commits are counted once; the relay and the poller each may
         # take the paced rate of them.
         self._arrivals = Arrivals()
@@ -120,91 +122,61 @@ class Pipeline:
 
         # Only the relay yields: the poller then has only the floor's events
         # to take, and a backlog already on the queue drains at its pace.
-        self._relay_pacer = pacer(self._relay_yields if self._load is not None else None)
-        self._poller_pacer = pacer()
+        relay_pacer = pacer(self._relay_yields if self._load is not None else None)
+        poller_pacer = pacer()
 
-    def _relay_yields(self) -> bool:
-        """Whether the relay should leave the CPU to API requests now: they
-        wait for it, and the events it holds back have not waited too long."""
-        assert self._load is not None
-        if self._readiness.draining:
-            return False  # stopping: what is held back goes before the bus closes
-        relay = self.relay
-        if relay is not None and relay.lag_seconds >= self._settings.agents.yield_max_delay_seconds:
-            return False
-        return self._load.busy()
-
-    async def open(self) -> None:
-        aws = self._settings.aws
-        if aws.uses_embedded_endpoint:
-            self._embedded = EmbeddedAwsEndpoint()
-            self.endpoint_url = await self._embedded.astart()
-            log.info("embedded SNS/SQS endpoint at %s", self.endpoint_url)
-            since = datetime.now(UTC) - timedelta(days=REPUBLISH_WINDOW_DAYS)
-            again = await outbox_store.republish_unconsumed(since)
-            if again:
-                log.info("publishing %d events again: the embedded bus lost them", again)
-        else:
-            self.endpoint_url = aws.endpoint_url or None
-        self._clients = await AwsClients.from_settings(aws, embedded_endpoint_url=self.endpoint_url)
-        self.resources = await provision(self._clients, aws)
-        if self._sms_sender is None:
-            self._sms_sender = build_sms_sender(self._settings.twilio)
-        publisher = SnsPublisher(self._clients.sns_direct, self.resources.topic_arn)
-        self._publisher = publisher
+        publisher = SnsPublisher(clients.sns_direct, resources.topic_arn)
         self._consumer = SqsConsumer(
-            self._clients.sqs_direct,
-            self.resources.queue_url,
-            dead_letter_queue_url=self.resources.dead_letter_queue_url,
+            clients.sqs_direct,
+            resources.queue_url,
+            dead_letter_queue_url=resources.dead_letter_queue_url,
         )
-        if self._embedded is not None:
+        self._window: BusWindow | None = None
+        if self._embedded:
             self._window = BusWindow(EMBEDDED_QUEUE_WINDOW, self._consumer.depth)
-        self._readiness.checks["sns"] = publisher.check
-        self._readiness.checks["sqs"] = self._consumer.check
+        readiness.checks["sns"] = publisher.check
+        readiness.checks["sqs"] = self._consumer.check
         self.relay = OutboxRelay(
             publisher,
-            lease=Lease(self._instance_id, OUTBOX_LEASE_SECONDS),
-            metrics=self._metrics,
-            interval_seconds=self._settings.outbox.relay_interval_seconds,
-            batch_size=self._settings.outbox.batch_size,
-            max_backoff_seconds=self._settings.outbox.max_backoff_seconds,
+            lease=Lease(instance_id, OUTBOX_LEASE_SECONDS),
+            metrics=metrics,
+            interval_seconds=settings.outbox.relay_interval_seconds,
+            batch_size=settings.outbox.batch_size,
+            max_backoff_seconds=settings.outbox.max_backoff_seconds,
             room=self._window.room if self._window is not None else None,
             on_published=self._window.published if self._window is not None else None,
-            pacer=self._relay_pacer,
+            pacer=relay_pacer,
         )
 
-    def build_agents(self, app: Any) -> None:
-        settings = self._settings
-        assert self._sms_sender is not None
-        in_flight = settings.agents.notifications_in_flight
+        in_flight = agents.notifications_in_flight
         # The agents take one receive (1 to 10 messages) per command.
         batches = max(1, -(-in_flight // MAX_BATCH))
         self.notifications = NotificationsAgent(
             app,
-            sender=self._sms_sender,
-            metrics=self._metrics,
+            sender=sms_sender,
+            metrics=metrics,
             capacity=in_flight,
             concurrency=batches,
             currency=settings.limits.currency,
             # At least as long as the SMS sender's own retries can take.
             lease=Lease(
-                self._instance_id,
+                instance_id,
                 float(max(settings.aws.visibility_timeout_seconds, NOTIFY_LEASE_SECONDS)),
             ),
         )
         self.audit = AuditAgent(
-            app, metrics=self._metrics, capacity=in_flight, concurrency=min(batches, 4)
+            app, metrics=metrics, capacity=in_flight, concurrency=min(batches, 4)
         )
         self.poller = SqsPoller(
             self._consumer,
             self.notifications,
             self.audit,
-            metrics=self._metrics,
+            metrics=metrics,
             max_in_flight=in_flight,
             wait_seconds=settings.aws.wait_time_seconds,
             visibility_timeout_seconds=settings.aws.visibility_timeout_seconds,
             on_deleted=self._deleted if self._window is not None else None,
-            pacer=self._poller_pacer,
+            pacer=poller_pacer,
             # The embedded bus holds at most a window of events, so a fuller
             # receive is not coming: waiting for one only stalls the window.
             receive_linger_seconds=(
@@ -214,58 +186,57 @@ class Pipeline:
             ),
         )
 
-    async def start(self) -> None:
-        if self.relay is not None:
-            self.relay.start()
-            self.relay.wake()
-        if self.poller is not None:
-            self.poller.start()
+    def _relay_yields(self) -> bool:
+        """Whether the relay should leave the CPU to API requests now: they
+        wait for it, and the events it holds back have not waited too long."""
+        assert self._load is not None
+        if self._readiness.draining:
+            return False  # stopping: what is held back goes before the bus closes
+        if self.relay.lag_seconds >= self._settings.agents.yield_max_delay_seconds:
+            return False
+        return self._load.busy()
+
+    def start(self) -> None:
+        self.relay.start()
+        self.relay.wake()
+        self.poller.start()
 
     def wake(self) -> None:
         """A commit wrote events (one call per commit)."""
         self._arrivals.arrived()
-        if self.relay is not None:
-            self.relay.wake()
+        self.relay.wake()
 
     def _deleted(self, count: int) -> None:
         if self._window is not None:
             self._window.deleted(count)
-        if self.relay is not None:
-            self.relay.wake_now()  # room on the bus again
+        self.relay.wake_now()  # room on the bus again
 
     async def stop_intake(self) -> None:
         # An external queue keeps its messages for other daemons; the embedded
         # one dies with us, so it is consumed to the end in drain() instead.
-        if self.poller is not None and self._embedded is None:
+        if not self._embedded:
             await self.poller.stop_polling()
 
     async def drain(self, deadline_seconds: float = 10.0) -> None:
         """Publish what the outbox still holds; with the embedded bus, consume it
         all too; then finish the messages in hand."""
-        if self.relay is not None:
-            await self.relay.stop()
-            try:
-                await self.relay.flush()
-            except Exception:
-                log.exception("final outbox flush failed; the rows stay for the next start")
-        if self._embedded is not None and self.poller is not None:
+        await self.relay.stop()
+        try:
+            await self.relay.flush()
+        except Exception:
+            log.exception("final outbox flush failed; the rows stay for the next start")
+        if self._embedded:
             await self._consume_to_the_end(deadline_seconds)
-        if self.poller is not None:
-            await self.poller.drain()
+        await self.poller.drain()
         for agent in (self.notifications, self.audit):
-            if agent is not None:
-                await agent.mailbox.close()
+            await agent.mailbox.close()
 
     async def _consume_to_the_end(self, deadline_seconds: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_seconds
         while loop.time() < deadline:
             try:
-                if (
-                    await self._consumer.depth() == 0
-                    and self.poller is not None
-                    and self.poller.in_flight == 0
-                ):
+                if await self._consumer.depth() == 0 and self.poller.in_flight == 0:
                     return
             except Exception as exc:
                 log.warning("reading the queue depth failed: %s", exc)
@@ -276,12 +247,51 @@ class Pipeline:
             "its unconsumed events go out again at the next start"
         )
 
-    async def close(self) -> None:
-        if self._sms_sender is not None:
-            await self._sms_sender.close()
-        if self._clients is not None:
-            await self._clients.close()
-            self._clients = None
-        if self._embedded is not None:
-            await self._embedded.astop()
-            self._embedded = None
+
+@asynccontextmanager
+async def open_pipeline(
+    settings: Settings,
+    app: Any,
+    metrics: Metrics,
+    readiness: Readiness,
+    *,
+    instance_id: uuid.UUID,
+    sms_sender: SmsSender | None = None,
+) -> AsyncIterator[Pipeline]:
+    """The pipeline over open bridges, its agents defined on ``app`` (the
+    faust app runs them once it starts). After the yield the bridges close in
+    reverse: the SMS sender (one handed in too), the AWS clients, the
+    embedded endpoint. A failure while opening closes what was open by then.
+    """
+    aws = settings.aws
+    bridges = AsyncExitStack()
+    try:
+        embedded_url = None
+        if aws.uses_embedded_endpoint:
+            embedded = EmbeddedAwsEndpoint()
+            embedded_url = await embedded.astart()
+            bridges.push_async_callback(embedded.astop)
+            log.info("embedded SNS/SQS endpoint at %s", embedded_url)
+            since = datetime.now(UTC) - timedelta(days=REPUBLISH_WINDOW_DAYS)
+            again = await outbox_store.republish_unconsumed(since)
+            if again:
+                log.info("publishing %d events again: the embedded bus lost them", again)
+        clients = await AwsClients.from_settings(aws, embedded_endpoint_url=embedded_url)
+        bridges.push_async_callback(clients.close)
+        resources = await provision(clients, aws)
+        sender = sms_sender or build_sms_sender(settings.twilio)
+        bridges.push_async_callback(sender.close)
+    except BaseException:
+        await bridges.aclose()
+        raise
+    yield Pipeline(
+        settings,
+        app,
+        metrics,
+        readiness,
+        instance_id=instance_id,
+        clients=clients,
+        resources=resources,
+        sms_sender=sender,
+    )
+    await bridges.aclose()

@@ -1,5 +1,6 @@
-"""The composition root: builds every part, starts them in order and stops
-them in reverse, draining work in between."""
+"""The composition root: opens every part in order and sets the daemon to
+work; on stop, drains the daemon, then closes the parts in reverse. serve()
+runs it until a signal."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -24,89 +26,77 @@ from voltpay.agents.wallets import WalletsAgent
 from voltpay.bridges.electricity import ElectricityProvider, build_provider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
-from voltpay.daemon.pipeline import Pipeline
+from voltpay.config.settings import HttpSettings
+from voltpay.daemon.parts import Housekeeper, closing, database, registered_run, started_agents
+from voltpay.daemon.pipeline import Pipeline, open_pipeline
 from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app
 from voltpay.http.context import Readiness, Services
-from voltpay.models import idempotency, leases
-from voltpay.models import outbox as outbox_store
-from voltpay.models import users as user_store
-from voltpay.models.database import close_database, open_database
 from voltpay.models.simulated_provider import DatabaseVendStore
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon")
-HOUSEKEEPING_SECONDS = 600.0
-HOUSEKEEPING = "housekeeping"
-HOUSEKEEPING_LEASE_SECONDS = 300.0
-Step = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+Exit = Callable[
+    [type[BaseException] | None, BaseException | None, TracebackType | None], Awaitable[bool]
+]
 
 
-@dataclass
-class Daemon:
-    """One voltpay process. Tests hand in their own collaborators."""
+class CompositionRoot:
+    """Builds one voltpay process and takes it down again. Tests hand in
+    their own collaborators."""
 
-    settings: Settings
-    provider: ElectricityProvider | None = None
-    sms_sender: SmsSender | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
-    readiness: Readiness = field(default_factory=Readiness)
-    port: int | None = None
-    # This run's name in every lease it takes.
-    instance_id: uuid.UUID = field(default_factory=uuid.uuid4)
-    _closers: list[tuple[str, Step]] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    _watchdog: asyncio.Task[None] | None = None
-    _housekeeping: asyncio.Task[None] | None = None
-    _heartbeat: asyncio.Task[None] | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    pipeline: Pipeline | None = None
-    bills: BillsAgent | None = None
-    wallets: WalletsAgent | None = None
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        provider: ElectricityProvider | None = None,
+        sms_sender: SmsSender | None = None,
+        metrics: Metrics | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._readiness = Readiness()
+        # This run's name in every lease it takes.
+        self._instance_id = uuid.uuid4()
+        self._provider = provider
+        self._sms_sender = sms_sender
+        self._notifier = notifier or SystemdNotifier()
+        self._opened = AsyncExitStack()
 
-    def _on_close(self, name: str, step: Step) -> None:
-        self._closers.append((name, step))
-
-    async def start(self) -> None:
-        settings = self.settings
-        await open_database(settings.database.url, pool_max_size=settings.database.pool_max_size)
-        self._on_close("database", close_database)
-        self.readiness.checks["database"] = _database_check
-        reaped = await leases.register(self.instance_id)
-        if reaped:
-            log.info("%d earlier run(s) on this machine ended without stopping", reaped)
-        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
-        self._on_close("instance", self._stop_instance)
-
-        provider = self.provider or build_provider(settings.provider, store=DatabaseVendStore())
-        self.provider = provider
-        self._on_close("provider", provider.close)
-
-        pipeline = Pipeline(
-            settings,
-            self.metrics,
-            self.readiness,
-            instance_id=self.instance_id,
-            sms_sender=self.sms_sender,
-        )
-        self.pipeline = pipeline
-        await pipeline.open()
-        self._on_close("event pipeline bridges", pipeline.close)
-
+    async def start(self) -> Daemon:
+        """Open the parts in this order, then set the daemon to work; stop()
+        drains it and closes the parts in reverse, however far this got."""
+        settings = self._settings
+        await self._open("the database", database(settings.database, self._readiness))
+        await self._open("this run", registered_run(self._instance_id))
+        provider = self._provider or build_provider(settings.provider, store=DatabaseVendStore())
+        await self._open("the provider", closing(provider))
         app = create_faust_app()
-        self.wallets = WalletsAgent(
+        pipeline = await self._open(
+            "the event pipeline",
+            open_pipeline(
+                settings,
+                app,
+                self._metrics,
+                self._readiness,
+                instance_id=self._instance_id,
+                sms_sender=self._sms_sender,
+            ),
+        )
+        wallets = WalletsAgent(
             app,
-            metrics=self.metrics,
+            metrics=self._metrics,
             capacity=settings.agents.mailbox_size,
             concurrency=settings.agents.wallets_concurrency,
             on_events=pipeline.wake,
         )
-        self.bills = BillsAgent(
+        bills = BillsAgent(
             app,
             provider=provider,
-            metrics=self.metrics,
+            metrics=self._metrics,
             capacity=settings.agents.mailbox_size,
             concurrency=settings.agents.bills_concurrency,
             bill_ttl_seconds=settings.billing.bill_ttl_seconds,
@@ -114,151 +104,160 @@ class Daemon:
             vend_timeout_seconds=settings.provider.vend_timeout_seconds,
             reconcile_interval_seconds=settings.billing.reconcile_interval_seconds,
             on_events=pipeline.wake,
-            instance_id=self.instance_id,
+            instance_id=self._instance_id,
         )
-        pipeline.build_agents(app)
-        await app.start()
-        self._on_close("agents", app.stop)
-        for stats in self.metrics.agents():
-            stats.started()
-        self.readiness.checks["agents"] = self._agents_check
-        self.bills.start_reconciler()
-        self._on_close("reconciler", self.bills.stop_reconciler)
-        self._housekeeping = asyncio.create_task(self._keep_house(), name="housekeeping")
-        await pipeline.start()
-
+        await self._open("the agents", started_agents(app, self._metrics, self._readiness))
         services = Services(
             settings=settings,
-            metrics=self.metrics,
-            bills=self.bills.mailbox,
-            wallets=self.wallets.mailbox,
-            readiness=self.readiness,
+            metrics=self._metrics,
+            bills=bills.mailbox,
+            wallets=wallets.mailbox,
+            readiness=self._readiness,
             wake_outbox=pipeline.wake,
-            instance_id=self.instance_id,
+            instance_id=self._instance_id,
         )
-        self._runner = web.AppRunner(
-            create_app(services),
-            access_log=None,
-            # The drain delay is part of the grace: what is left of it is the
-            # in-flight requests' (systemd's TimeoutStopSec counts on it).
-            shutdown_timeout=settings.http.shutdown_grace_seconds
-            - settings.http.drain_delay_seconds,
+        daemon = Daemon(
+            settings=settings,
+            metrics=self._metrics,
+            readiness=self._readiness,
+            notifier=self._notifier,
+            pipeline=pipeline,
+            bills=bills,
+            wallets=wallets,
+            housekeeper=Housekeeper(
+                self._instance_id, retention_days=settings.outbox.retention_days
+            ),
+            listener=HttpListener(create_app(services), settings.http),
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.http.host, settings.http.port)
-        await site.start()
-        self.port = _bound_port(self._runner)
-        log.info("voltpay %s serving on http://%s:%s", __version__, settings.http.host, self.port)
-        if settings.systemd.enabled:
-            self.notifier.notify("READY=1", f"STATUS=serving on port {self.port}")
+        # Drained before any part closes, whatever of it has started.
+        self._opened.push_async_exit(_leaving("draining", daemon.drain))
+        await daemon.start()
+        return daemon
+
+    async def stop(self) -> None:
+        """Drain the daemon (``Daemon.drain`` states the steps), then close
+        the parts in the reverse of their opening: the agents stop, the event
+        pipeline, the provider and this run close, the database last."""
+        await self._opened.aclose()
+        log.info("voltpay stopped")
+
+    async def _open(self, name: str, part: AbstractAsyncContextManager[T]) -> T:
+        """Enter ``part`` now; stop() leaves it by an ordinary exit."""
+        opened = await part.__aenter__()
+        self._opened.push_async_exit(
+            _leaving(f"closing {name}", lambda: part.__aexit__(None, None, None))
+        )
+        return opened
+
+
+def _leaving(what: str, step: Callable[[], Awaitable[object]]) -> Exit:
+    """One exit of the stop: ``step``, whose failure is logged while the next
+    exit runs all the same. Once the stop is cancelled (its grace is over),
+    nothing more runs: what is still open stays so as the process exits."""
+
+    async def run(
+        kind: type[BaseException] | None, _: BaseException | None, __: TracebackType | None
+    ) -> bool:
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            return False
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed", what)
+        return False
+
+    return run
+
+
+@dataclass(eq=False)
+class Daemon:
+    """One voltpay process at work: the HTTP front door, the bills and
+    wallets agents with the reconciler, housekeeping and the event pipeline,
+    over the parts the composition root opened. The root drains it before it
+    closes any of them."""
+
+    settings: Settings
+    metrics: Metrics
+    readiness: Readiness
+    notifier: SystemdNotifier
+    pipeline: Pipeline
+    bills: BillsAgent
+    wallets: WalletsAgent
+    housekeeper: Housekeeper
+    listener: HttpListener
+    _watchdog: asyncio.Task[None] | None = field(default=None, init=False)
+
+    @property
+    def port(self) -> int | None:
+        """Where it serves; None until it does."""
+        return self.listener.port
+
+    async def start(self) -> None:
+        """Set every part going, the HTTP listener last."""
+        self.bills.start_reconciler()
+        self.housekeeper.start()
+        self.pipeline.start()
+        port = await self.listener.open()
+        log.info("voltpay %s serving on http://%s:%s", __version__, self.settings.http.host, port)
+        if self.settings.systemd.enabled:
+            self.notifier.notify("READY=1", f"STATUS=serving on port {port}")
             if self.notifier.watchdog_interval() is not None:
                 self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
 
-    async def _keep_house(self) -> None:
-        """Forget expired sessions, failed logins and idempotency keys, and
-        delivered events past their retention."""
-        retention = timedelta(days=self.settings.outbox.retention_days)
-        lease = leases.Lease(self.instance_id, HOUSEKEEPING_LEASE_SECONDS)
-        while not self._stopping.is_set():
-            try:
-                # One daemon at a time keeps house; the others skip the pass.
-                if await leases.take(HOUSEKEEPING, lease):
-                    try:
-                        await self._keep_house_once(retention)
-                    finally:
-                        await leases.give_back(HOUSEKEEPING, self.instance_id)
-            except Exception:
-                log.exception("housekeeping failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), HOUSEKEEPING_SECONDS)
-
-    async def _keep_house_once(self, retention: timedelta) -> None:
-        await user_store.purge_expired()
-        await idempotency.purge_expired()
-        await leases.purge()
-        outbox, inbox = await outbox_store.purge_delivered(datetime.now(UTC) - retention)
-        if outbox or inbox:
-            log.info(
-                "deleted %d published outbox rows and %d inbox rows older than %d days",
-                outbox,
-                inbox,
-                self.settings.outbox.retention_days,
-            )
-
-    async def _beat(self) -> None:
-        """Keep this run's leases good: a run not heard from for
-        ``leases.LIVENESS_SECONDS`` is presumed dead and its leases void."""
-        while True:
-            await asyncio.sleep(leases.HEARTBEAT_SECONDS)
-            try:
-                await leases.heartbeat(self.instance_id)
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
-
-    async def _stop_instance(self) -> None:
-        """Every lease this run still holds is free for the others at once."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
-        await leases.stopped(self.instance_id)
-
-    async def _agents_check(self) -> None:
-        stopped = [s.name for s in self.metrics.agents() if s.state != "running"]
-        if stopped:
-            raise RuntimeError("agents not running: " + ", ".join(stopped))
-
-    async def stop(self) -> None:
-        """Drain: not ready (still serving for the drain delay, if any), no
-        new HTTP or SQS work, finish what is in flight, flush the outbox, then
-        close everything in reverse order."""
+    async def drain(self) -> None:
+        """Stop taking work and finish what is in hand, in this order: not
+        ready, and systemd told; serve for the drain delay, then close the
+        listener, letting the requests in flight finish; no new SQS work;
+        every mailbox empty; the reconciler's and the housekeeper's passes
+        finished; the outbox flushed and the event pipeline's messages
+        finished. Whatever did not start has nothing to drain."""
         self.readiness.draining = True
-        self._stopping.set()
+        self.housekeeper.stop()
         if self.settings.systemd.enabled:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
-        if self._runner is not None:
-            delay = self.settings.http.drain_delay_seconds
-            if delay > 0 and self.port is not None:  # only if it was serving
-                log.info("not ready; serving %g s more before closing the listener", delay)
-                await asyncio.sleep(delay)
-            await self._runner.cleanup()
-            self._runner = None
-        await self._drain_work()
+        await self.listener.close()
+        await self.pipeline.stop_intake()
+        for agent in (self.bills, self.wallets):
+            await agent.mailbox.close()
+        await self.bills.stop_reconciler()
+        await self.housekeeper.finished()
+        await self.pipeline.drain()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
-        while self._closers:
-            name, step = self._closers.pop()
-            try:
-                await step()
-            except Exception:
-                log.exception("closing %s failed", name)
-        for stats in self.metrics.agents():
-            stats.stopped()
-        log.info("voltpay stopped")
-
-    async def _drain_work(self) -> None:
-        """No new SQS work; every mailbox empty; the reconciler's and the
-        housekeeper's passes finished; the outbox flushed."""
-        if self.pipeline is not None:
-            await self.pipeline.stop_intake()
-        for agent in (self.bills, self.wallets):
-            if agent is not None:
-                await agent.mailbox.close()
-        if self.bills is not None:
-            await self.bills.stop_reconciler()
-        if self._housekeeping is not None:
-            await self._housekeeping
-        if self.pipeline is not None:
-            await self.pipeline.drain()
 
 
-async def _database_check() -> None:
-    from tortoise import connections
+class HttpListener:
+    """The HTTP front door on its listening socket."""
 
-    await connections.get("default").execute_query("SELECT 1")
+    def __init__(self, app: web.Application, settings: HttpSettings) -> None:
+        self._settings = settings
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            # The drain delay is part of the grace: what is left of it is the
+            # in-flight requests' (systemd's TimeoutStopSec counts on it).
+            shutdown_timeout=settings.shutdown_grace_seconds - settings.drain_delay_seconds,
+        )
+        self.port: int | None = None
+
+    async def open(self) -> int:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
+        await site.start()
+        self.port = _bound_port(self._runner)
+        return self.port
+
+    async def close(self) -> None:
+        """Serve on for the drain delay, if it served (the load balancer
+        notices /readyz fail meanwhile); then take no more connections and
+        let the requests in flight finish."""
+        delay = self._settings.drain_delay_seconds
+        if delay > 0 and self.port is not None:
+            log.info("not ready; serving %g s more before closing the listener", delay)
+            await asyncio.sleep(delay)
+        await self._runner.cleanup()
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -296,7 +295,7 @@ def settle_heap() -> None:
 
 async def serve(settings: Settings, **collaborators: Any) -> int:
     """Run until SIGTERM or SIGINT, then drain; a second signal exits at once."""
-    daemon = Daemon(settings, **collaborators)
+    root = CompositionRoot(settings, **collaborators)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     this_task = asyncio.current_task()
@@ -318,7 +317,7 @@ async def serve(settings: Settings, **collaborators: Any) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         try:
-            await daemon.start()
+            await root.start()
         except asyncio.CancelledError:
             if not (stop.is_set() and this_task is not None):
                 raise
@@ -329,7 +328,7 @@ async def serve(settings: Settings, **collaborators: Any) -> int:
             await stop.wait()
     finally:
         try:
-            await asyncio.wait_for(daemon.stop(), settings.http.shutdown_grace_seconds + 5)
+            await asyncio.wait_for(root.stop(), settings.http.shutdown_grace_seconds + 5)
         except TimeoutError:
             log.error("shutdown took longer than the grace period; exiting")
         for signum in (signal.SIGTERM, signal.SIGINT):
