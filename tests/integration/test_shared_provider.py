@@ -51,19 +51,18 @@ def daemons(count: int) -> list[SimulatedProvider]:
 
 
 class RacingStore(DatabaseVendStore):
-    """Holds its first look-up until every racer has made one, so that each
-    finds nothing stored, makes a vend of its own and offers it."""
+    """Holds its first offer until every racer has made one, so that each
+    has made a vend of its own before either is stored."""
 
     def __init__(self, racers: asyncio.Barrier) -> None:
         super().__init__()
         self._racers: asyncio.Barrier | None = racers
 
-    async def find(self, request_id: str) -> VendRecord | None:
-        found = await super().find(request_id)
+    async def add(self, request_id: str, record: VendRecord) -> bool:
         if self._racers is not None:
             racers, self._racers = self._racers, None
             await racers.wait()
-        return found
+        return await super().add(request_id, record)
 
 
 async def stored_vends(request_id: str) -> int:

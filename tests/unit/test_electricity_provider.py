@@ -365,3 +365,15 @@ async def test_each_meter_decodes_with_its_own_key() -> None:
     token = (await provider.vend("request-1", METER, 10000)).token
     assert sts.decode_token(token, provider.decoder_key(METER)).crc_ok
     assert provider.decoder_key(METER) != provider.decoder_key("A123456")
+
+
+@pytest.mark.parametrize(("state", "shared"), [("database", True), ("memory", False)])
+def test_the_provider_keeps_its_state_where_the_setting_says(state: str, shared: bool) -> None:
+    from voltpay.bridges.electricity import InMemoryVendStore, build_provider
+
+    class SharedStore(InMemoryVendStore):
+        """Stands for the database's store."""
+
+    provider = build_provider(ProviderSettings(state=state), store=SharedStore())
+    assert isinstance(provider, SimulatedProvider)
+    assert isinstance(provider._store, SharedStore) is shared

@@ -419,14 +419,15 @@ class SimulatedProvider:
         this process or in others sharing the store, all answer the stored
         outcome, and a loser's attempt is never answered.
         """
+        # Attempted first and looked up only when another record won: a
+        # request id comes back rarely (a re-vend, a race), and a fresh vend
+        # then costs the store two writes, not a read and two writes.
+        attempted = await self._attempt(request_id, meter, amount_minor)
+        if await self._store.add(request_id, attempted):
+            return attempted, True
         stored = await self._store.find(request_id)
-        if stored is None:
-            attempted = await self._attempt(request_id, meter, amount_minor)
-            if await self._store.add(request_id, attempted):
-                return attempted, True
-            stored = await self._store.find(request_id)
-            if stored is None:  # pragma: no cover - stored by another, forgotten since
-                raise VendOutcomeUnknown(request_id)
+        if stored is None:  # pragma: no cover - stored by another, forgotten since
+            raise VendOutcomeUnknown(request_id)
         if (stored.meter_number, stored.amount_minor) != (meter, amount_minor):
             raise VendFailed(REQUEST_ID_REUSED)
         return stored, False
@@ -508,8 +509,9 @@ def build_provider(
 ) -> ElectricityProvider:
     """The configured provider (today always the simulated one).
 
-    ``store`` is where the simulated provider keeps its state: the one every
-    daemon shares, or none for a provider in this process's memory.
+    ``store`` is where the simulated provider keeps its state when
+    ``settings.state`` is "database": the one every daemon shares. With
+    "memory" the provider keeps it in this process and forgets it at exit.
     ``settings.vend_timeout_seconds`` is the caller's to enforce.
     """
     minimum = _minor_units(settings.minimum_amount, "minimum_amount")
@@ -527,7 +529,7 @@ def build_provider(
             timeout_rate=settings.timeout_rate,
             latency_seconds=settings.latency_seconds,
             unavailable=settings.unavailable,
-            store=store,
+            store=store if settings.state == "database" else None,
         )
     except ValueError as exc:
         raise ConfigurationError(f"VOLTPAY_PROVIDER: {exc}") from None

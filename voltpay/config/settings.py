@@ -202,6 +202,12 @@ class ProviderSettings(BaseModel):
     minimum_amount: Decimal = Field(default=Decimal("10.00"), gt=0)
     maximum_amount: Decimal = Field(default=Decimal("500000.00"), gt=0)
     vend_timeout_seconds: float = Field(default=10.0, gt=0, le=HOUR)
+    # Where the simulation keeps its vends and token identifiers: the database
+    # every daemon shares (as a real provider keeps them outside the daemons),
+    # or this process's memory, which one daemon alone may use and which is
+    # forgotten at exit (the bench measures voltpay without the stand-in's
+    # bookkeeping so).
+    state: Literal["database", "memory"] = "database"
     # For tests only: all zero by default.
     failure_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
