@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test unit integration e2e lint typecheck check bench clean
+.PHONY: run test unit integration e2e chaos lint typecheck check bench scaleout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ integration: $(TEST_STAMP)
 e2e: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+chaos: $(TEST_STAMP)
+	$(BIN)/python -m tests.e2e.chaos
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check voltpay tests bench
 	$(BIN)/ruff format --check voltpay tests bench
@@ -44,6 +47,9 @@ check: lint typecheck test
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench
+
+scaleout: $(TEST_STAMP)
+	$(BIN)/python -m bench.scaleout
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -161,7 +161,8 @@ def _say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _voltpay_env(port: int, database_url: str, aws_endpoint: str | None) -> dict[str, str]:
+def voltpay_env(port: int, database_url: str, aws_endpoint: str | None) -> dict[str, str]:
+    """The settings of every voltpay process the bench starts."""
     env = {
         "VOLTPAY_HTTP__HOST": "127.0.0.1",
         "VOLTPAY_HTTP__PORT": str(port),
@@ -170,6 +171,9 @@ def _voltpay_env(port: int, database_url: str, aws_endpoint: str | None) -> dict
         "VOLTPAY_LOG__LEVEL": "WARNING",
         "VOLTPAY_LOG__FORMAT": "text",
         "VOLTPAY_SYSTEMD__ENABLED": "false",
+        # A real provider's bookkeeping is not voltpay's work, and the
+        # ceilings do none: the simulation keeps its state in memory here.
+        "VOLTPAY_PROVIDER__STATE": "memory",
     }
     if aws_endpoint:
         env["VOLTPAY_AWS__ENDPOINT_URL"] = aws_endpoint
@@ -243,12 +247,12 @@ class Bench:
             f"voltpay-{label}",
             [VOLTPAY, "run"],
             "/readyz",
-            env=_voltpay_env(port, database_url, aws),
+            env=voltpay_env(port, database_url, aws),
             port=port,
         )
 
     async def _migrate(self, database_url: str) -> None:
-        env = _voltpay_env(0, database_url, None)
+        env = voltpay_env(0, database_url, None)
         process = Process("migrate", [VOLTPAY, "migrate"], self.workdir / "migrate.log", env)
         await process.start()
         assert process.process is not None
