@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test unit integration e2e lint typecheck check bench clean
+.PHONY: run test agents unit integration e2e lint typecheck check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ run: $(STAMP)
 	$(BIN)/voltpay run
 
 test: $(TEST_STAMP)
-	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -q tests/agents tests/unit tests/integration tests/e2e
+
+agents: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/agents
 
 unit: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/unit
