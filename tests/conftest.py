@@ -24,6 +24,7 @@ from voltpay.config import Settings
 from voltpay.daemon.runtime import CompositionRoot, Daemon
 from voltpay.models import leases
 from voltpay.models.database import apply_migrations, close_database, open_database
+from voltpay.models.users import create_user
 
 moto_server_url = moto_server_fixture()
 T = TypeVar("T")
@@ -124,6 +125,18 @@ async def instance(database: str) -> uuid.UUID:
     instance_id = uuid.uuid4()
     await leases.register(instance_id)
     return instance_id
+
+
+async def new_user() -> tuple[uuid.UUID, uuid.UUID]:
+    """A user with an empty wallet, made in the database as registration makes
+    one (no HTTP): the user's id and the wallet's."""
+    user, wallet, _ = await create_user(
+        username=f"u{uuid.uuid4().hex[:12]}",
+        password_hash="x",
+        phone_number="+2348012345678",
+        currency="NGN",
+    )
+    return user.id, wallet.id
 
 
 def make_settings(database_url: str, moto_url: str, **overrides: Any) -> Settings:

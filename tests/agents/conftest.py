@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import sqlite_copy
+from tests.conftest import new_user, sqlite_copy
 from voltpay.agents.app import create_faust_app
 from voltpay.agents.bills import BillAnswer, BillsAgent, CreateBill, PayBill
 from voltpay.agents.wallets import AddFunds, FundsAdded, WalletsAgent
@@ -26,7 +26,6 @@ from voltpay.daemon.parts import started_agents
 from voltpay.http.context import Readiness
 from voltpay.models import wallets
 from voltpay.models.tables import Bill, OutboxEvent
-from voltpay.models.users import create_user
 from voltpay.observability.metrics import Metrics
 
 METER = "A123456"
@@ -95,13 +94,7 @@ class Agents:
     wallets: WalletsAgent
 
     async def payer(self, funds_minor: int = 0) -> Payer:
-        user, wallet, _ = await create_user(
-            username=f"u{uuid.uuid4().hex[:12]}",
-            password_hash="x",
-            phone_number="+2348012345678",
-            currency="NGN",
-        )
-        payer = Payer(user.id, wallet.id)
+        payer = Payer(*await new_user())
         if funds_minor:
             await self.add_funds(payer, funds_minor)
         return payer

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from tortoise.transactions import in_transaction
 
 from tests.agents.conftest import VEND_TIMEOUT_SECONDS, bills_agent
+from tests.conftest import new_user
 from voltpay.agents.app import create_faust_app
 from voltpay.bridges.electricity import RequeryResult, SimulatedProvider
 from voltpay.models import bills as bill_store
 from voltpay.models import leases, wallets
 from voltpay.models.tables import Bill, LedgerEntry
-from voltpay.models.users import create_user
 
 
 class SlowRequeryProvider(SimulatedProvider):
@@ -35,18 +35,13 @@ class SlowRequeryProvider(SimulatedProvider):
 
 async def _stuck_bill() -> Bill:
     """A bill whose debit committed and whose vend never reached the provider."""
-    user, wallet, _ = await create_user(
-        username=f"u{uuid.uuid4().hex[:10]}",
-        password_hash="x",
-        phone_number="+2348012345678",
-        currency="NGN",
-    )
+    user_id, wallet_id = await new_user()
     now = datetime.now(UTC)
     async with in_transaction() as conn:
-        await wallets.credit(conn, wallet.id, 100_00, now)
+        await wallets.credit(conn, wallet_id, 100_00, now)
     bill, _ = await bill_store.create_bill(
         bill_store.NewBill(
-            user_id=user.id,
+            user_id=user_id,
             meter_number="A123456",
             meter_type="prepaid",
             customer_name="Ada",
@@ -56,7 +51,7 @@ async def _stuck_bill() -> Bill:
             ttl_seconds=600,
         )
     )
-    started = await bill_store.start_payment(bill.id, user.id, wallet.id)
+    started = await bill_store.start_payment(bill.id, user_id, wallet_id)
     return started.bill
 
 
