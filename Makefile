@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test unit integration e2e chaos lint typecheck check bench scaleout clean
+.PHONY: run test agents unit integration e2e benchtest chaos lint typecheck check bench scaleout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ $(TEST_STAMP): $(BIN)/python setup.cfg pyproject.toml
 run: $(STAMP)
 	$(BIN)/voltpay run
 
+# Every tier of the product's tests, and the bench's own.
 test: $(TEST_STAMP)
-	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -q tests/agents tests/unit tests/integration tests/e2e bench/tests
+
+agents: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/agents
 
 unit: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -32,6 +36,9 @@ integration: $(TEST_STAMP)
 
 e2e: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+benchtest: $(TEST_STAMP)
+	$(BIN)/pytest -q bench/tests
 
 chaos: $(TEST_STAMP)
 	$(BIN)/python -m tests.e2e.chaos

@@ -22,7 +22,9 @@ from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
 from voltpay.daemon.runtime import CompositionRoot, Daemon
+from voltpay.models import leases
 from voltpay.models.database import apply_migrations, close_database, open_database
+from voltpay.models.users import create_user
 
 moto_server_url = moto_server_fixture()
 T = TypeVar("T")
@@ -65,6 +67,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def sqlite_copy(template: Path, folder: Path) -> str:
+    """The URL of a fresh SQLite database in ``folder``: a copy of the migrated
+    template, so no test pays for the migrations."""
+    path = folder / "voltpay.sqlite3"
+    shutil.copyfile(template, path)
+    return f"sqlite://{path}"
+
+
 async def _truncate(url: str) -> None:
     connection = await asyncpg.connect(url)
     try:
@@ -84,9 +94,7 @@ async def database_url(
 ) -> AsyncIterator[str]:
     """Each test runs on both: SQLite (a fresh file) and PostgreSQL (emptied)."""
     if request.param == "sqlite":
-        path = tmp_path / "voltpay.sqlite3"
-        shutil.copyfile(sqlite_template, path)
-        yield f"sqlite://{path}"
+        yield sqlite_copy(sqlite_template, tmp_path)
     else:
         url: str = request.getfixturevalue("postgres_url")
         await _truncate(url)
@@ -108,6 +116,27 @@ async def database(database_url: str) -> AsyncIterator[str]:
         yield database_url
     finally:
         await close_database()
+
+
+@pytest.fixture
+async def instance(database: str) -> uuid.UUID:
+    """A live daemon instance, registered in the database: the holder of the
+    leases a test takes."""
+    instance_id = uuid.uuid4()
+    await leases.register(instance_id)
+    return instance_id
+
+
+async def new_user() -> tuple[uuid.UUID, uuid.UUID]:
+    """A user with an empty wallet, made in the database as registration makes
+    one (no HTTP): the user's id and the wallet's."""
+    user, wallet, _ = await create_user(
+        username=f"u{uuid.uuid4().hex[:12]}",
+        password_hash="x",
+        phone_number="+2348012345678",
+        currency="NGN",
+    )
+    return user.id, wallet.id
 
 
 def make_settings(database_url: str, moto_url: str, **overrides: Any) -> Settings:

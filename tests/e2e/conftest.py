@@ -31,9 +31,6 @@ from tests.fakes.moto_process import moto_process
 from tests.fakes.moto_server import running_moto_server
 
 READY_TIMEOUT_SECONDS = 40.0
-PASSWORD = "correct-horse-battery-staple"
-PHONE = "+2348012345678"
-METER = "A123456"
 TOKEN_PATTERN = r"^\d{4}-\d{4}-\d{4}-\d{4}-\d{4}$"
 # Inherited variables that would change how a daemon under test behaves.
 _SCRUBBED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "TWILIO_EDGE", "TWILIO_REGION")
@@ -58,24 +55,6 @@ def daemon_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]],
-    *,
-    timeout: float,
-    interval: float = 0.1,
-    what: str = "the condition",
-) -> T:
-    """Call ``probe`` until it returns something other than None/False, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def last_value(
@@ -323,109 +302,6 @@ def start_several(daemons: Daemons, count: int, env: Mapping[str, str]) -> list[
 async def wait_all_ready(http: aiohttp.ClientSession, started: list[DaemonProcess]) -> None:
     """Every daemon answers /readyz with 200 (any that exits fails the test)."""
     await asyncio.gather(*(daemon.wait_ready(http) for daemon in started))
-
-
-# -- a thin API client --------------------------------------------------------
-
-
-class ApiError(AssertionError):
-    pass
-
-
-@dataclass
-class Api:
-    """One user's view of a daemon's HTTP API."""
-
-    http: aiohttp.ClientSession
-    base_url: str
-    token: str | None = None
-    user_id: str | None = None
-    wallet_id: str | None = None
-
-    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        headers.update(extra or {})
-        return headers
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, Any, Mapping[str, str]]:
-        """(status, decoded JSON body or None, headers)."""
-        kwargs: dict[str, Any] = {"headers": self._headers(headers)}
-        if body is not None:
-            kwargs["json"] = body
-        async with self.http.request(method, self.base_url + path, **kwargs) as response:
-            raw = await response.read()
-            payload = None
-            if raw and "json" in response.headers.get("Content-Type", ""):
-                payload = await response.json(content_type=None)
-            return response.status, payload, response.headers
-
-    async def expect(
-        self, status: int, method: str, path: str, body: Any = None, **kwargs: Any
-    ) -> Any:
-        got, payload, _ = await self.request(method, path, body, **kwargs)
-        if got != status:
-            raise ApiError(f"{method} {path}: expected {status}, got {got}: {payload}")
-        return payload
-
-    async def register_and_login(self, username: str | None = None) -> Api:
-        username = username or f"user_{uuid.uuid4().hex[:12]}"
-        registered = await self.expect(
-            201,
-            "POST",
-            "/api/auth/register",
-            {"username": username, "password": PASSWORD, "phoneNumber": PHONE},
-        )
-        login = await self.expect(
-            200, "POST", "/api/auth/login", {"username": username, "password": PASSWORD}
-        )
-        assert login["walletId"] == registered["walletId"]
-        self.token = login["token"]
-        self.user_id = login["userId"]
-        self.wallet_id = login["walletId"]
-        return self
-
-    async def add_funds(self, amount: str) -> Any:
-        return await self.expect(
-            200, "POST", f"/api/wallets/{self.wallet_id}/add-funds", {"amount": amount}
-        )
-
-    async def verify(self, amount: str, meter: str = METER) -> Any:
-        return await self.expect(
-            201, "POST", "/api/electricity/verify", {"meterNumber": meter, "amount": amount}
-        )
-
-    async def bill(self, bill_id: str) -> Any:
-        return await self.expect(200, "GET", f"/api/bills/{bill_id}")
-
-    async def balance(self) -> Decimal:
-        wallet = await self.expect(200, "GET", f"/api/wallets/{self.wallet_id}")
-        return Decimal(wallet["balance"])
-
-    async def transactions(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        cursor = ""
-        while True:
-            page = await self.expect(
-                200,
-                "GET",
-                f"/api/wallets/{self.wallet_id}/transactions?limit=100"
-                + (f"&cursor={cursor}" if cursor else ""),
-            )
-            items.extend(page["items"])
-            if not page["nextCursor"]:
-                return items
-            cursor = page["nextCursor"]
-
-    async def notifications(self) -> list[dict[str, Any]]:
-        page = await self.expect(200, "GET", "/api/notifications?limit=100")
-        return list(page["items"])
 
 
 def ledger_sum(transactions: list[dict[str, Any]]) -> Decimal:

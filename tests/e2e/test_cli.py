@@ -6,7 +6,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import Api, Daemons, run_cli
+from tests.client import Api
+from tests.e2e.conftest import Daemons, run_cli
 
 
 def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
@@ -42,15 +43,14 @@ async def test_user_add_creates_a_user_who_can_log_in(
 
     daemon = daemons.start(cwd=tmp_path)
     await daemon.wait_ready(http)
-    async with http.post(
-        f"{daemon.base_url}/api/auth/login",
-        json={"username": "operator_1", "password": "a long passphrase"},
-    ) as response:
-        assert response.status == 200
-        body = await response.json()
     api = Api(http, daemon.base_url)
-    api.token = body["token"]
-    assert (await api.expect(200, "GET", "/api/me"))["username"] == "operator_1"
+    login = await api.expect(
+        200, "POST", "/api/auth/login", {"username": "operator_1", "password": "a long passphrase"}
+    )
+    me = await api.expect(
+        200, "GET", "/api/me", headers={"Authorization": f"Bearer {login['token']}"}
+    )
+    assert me["username"] == "operator_1"
 
 
 def test_user_add_without_a_terminal_asks_for_password_stdin(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import TOKEN_PATTERN, Api, Daemons, eventually, ledger_sum, run_cli
+from tests.client import Api, eventually
+from tests.e2e.conftest import TOKEN_PATTERN, Daemons, ledger_sum, run_cli
 from voltpay import __version__
 
 FUNDS = Decimal("300.00")
@@ -41,17 +42,17 @@ async def test_sigkill_between_debit_and_vend_recovers_at_restart(
     await api.add_funds(f"{FUNDS}")
     bill_id = (await api.verify(f"{AMOUNT}"))["billId"]
 
-    pay = asyncio.create_task(api.request("POST", f"/api/vend/{bill_id}/pay"))
+    pay = asyncio.create_task(api.call("POST", f"/api/vend/{bill_id}/pay"))
     try:
 
         async def processing() -> bool:
             if pay.done():
                 pytest.fail(f"the pay call answered before the crash: {pay.result()}")
-            return (await api.bill(bill_id))["status"] == "processing"
+            return (await api.get_bill(bill_id))["status"] == "processing"
 
         await eventually(processing, timeout=4, interval=0.05, what="the bill to be processing")
         # Debited, vend not answered: the worst moment to die.
-        assert await api.balance() == FUNDS - AMOUNT
+        assert Decimal(await api.balance()) == FUNDS - AMOUNT
         await first.kill()
         with pytest.raises(aiohttp.ClientError):
             await pay
@@ -73,12 +74,12 @@ async def test_sigkill_between_debit_and_vend_recovers_at_restart(
     api.base_url = second.base_url  # the session survived the crash
 
     async def settled() -> dict[str, str] | None:
-        bill = await api.bill(bill_id)
+        bill = await api.get_bill(bill_id)
         return bill if bill["status"] in ("paid", "failed") else None
 
     bill = await eventually(settled, timeout=20, what="the interrupted bill to settle")
 
-    balance = await api.balance()
+    balance = Decimal(await api.balance())
     transactions = await api.transactions()
     kinds = sorted(t["kind"] for t in transactions)
     if bill["status"] == "paid":
@@ -98,8 +99,8 @@ async def test_sigkill_between_debit_and_vend_recovers_at_restart(
 
     # Stable: a second look, after more reconciler passes, changes nothing.
     await asyncio.sleep(1.2)
-    assert (await api.bill(bill_id))["status"] == bill["status"]
-    assert await api.balance() == balance
+    assert (await api.get_bill(bill_id))["status"] == bill["status"]
+    assert Decimal(await api.balance()) == balance
     assert len(await api.transactions()) == len(transactions)
 
     if bill["status"] == "paid":
@@ -170,14 +171,14 @@ async def test_a_second_signal_exits_at_once(daemons: Daemons, http: aiohttp.Cli
         with contextlib.suppress(aiohttp.ClientError):
             async with http.post(
                 f"{daemon.base_url}/api/Vend/{bill['billId']}/pay",
-                headers={"Authorization": f"Bearer {api.token}"},
+                headers=api.me.auth,
             ) as response:
                 await response.read()
 
     paying = asyncio.create_task(pay())
 
     async def processing() -> bool:
-        return bool((await api.bill(bill["billId"]))["status"] == "processing")
+        return bool((await api.get_bill(bill["billId"]))["status"] == "processing")
 
     await eventually(processing, timeout=10)
     daemon.send(signal.SIGTERM)

@@ -24,7 +24,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import Api, DaemonProcess, Daemons, external_aws_env, ledger_sum
+from tests.client import Api
+from tests.e2e.conftest import DaemonProcess, Daemons, external_aws_env, ledger_sum
 from tests.fakes.moto_process import moto_process
 from tests.fakes.twilio_server import FakeTwilioServer
 
@@ -92,13 +93,11 @@ async def _load(apis: list[Api], until: float, pause: float) -> int:
         api = apis[number % len(apis)]
         while time.monotonic() < until:
             try:
-                status, bill, _ = await api.request(
-                    "POST", "/api/electricity/verify", {"meterNumber": "A123456", "amount": BILL}
-                )
-                if status != 201:
+                bill = await api.bill(api.me, BILL)
+                if bill.status != 201:
                     continue
-                status, _, _ = await api.request("POST", f"/api/Vend/{bill['billId']}/pay")
-                paid += status == 200
+                payment = await api.pay(api.me, bill.body["billId"])
+                paid += payment.status == 200
                 await asyncio.sleep(pause)
             except (aiohttp.ClientError, TimeoutError):
                 return  # the daemon is gone
@@ -175,8 +174,9 @@ async def _crash_and_recover(
 
     for api in apis:  # no money lost or made by the crash
         api.base_url = second.base_url
-        assert await api.balance() == ledger_sum(await api.transactions())
-        assert await api.balance() >= Decimal(0)
+        balance = Decimal(await api.balance())
+        assert balance == ledger_sum(await api.transactions())
+        assert balance >= 0
     second.send(signal.SIGTERM)
     assert await second.wait_exit(30) == 0
 

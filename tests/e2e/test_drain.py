@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.client import Api, eventually
 from tests.e2e.conftest import (
     TOKEN_PATTERN,
-    Api,
     Daemons,
-    eventually,
     external_aws_env,
     last_value,
     ledger_sum,
@@ -73,9 +72,9 @@ async def test_sigterm_under_load_drains_every_payment(
     # One connection per request, so none waits for a pooled one.
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as load:
-        payer = Api(load, first.base_url, token=api.token)
+        payer = Api(load, first.base_url, api.who)
         pays = [
-            asyncio.create_task(payer.request("POST", f"/api/Vend/{bill_id}/pay"))
+            asyncio.create_task(payer.call("POST", f"/api/Vend/{bill_id}/pay"))
             for bill_id in bill_ids
         ]
         try:
@@ -108,14 +107,15 @@ async def test_sigterm_under_load_drains_every_payment(
     failures = [
         (bill_id, outcome)
         for bill_id, outcome in zip(bill_ids, outcomes, strict=True)
-        if isinstance(outcome, BaseException) or outcome[0] != 200
+        if isinstance(outcome, BaseException) or outcome.status != 200
     ]
     assert not failures, (
         f"{len(failures)} of {BILLS} pays failed ({unanswered} were unanswered at SIGTERM): "
         f"{failures}"
     )
     paid = {}
-    for bill_id, (_, body, _) in zip(bill_ids, outcomes, strict=True):
+    for bill_id, outcome in zip(bill_ids, outcomes, strict=True):
+        body = outcome.body
         assert body["billId"] == bill_id
         assert body["status"] == "paid", body
         assert re.fullmatch(TOKEN_PATTERN, body["token"]), body
@@ -126,11 +126,11 @@ async def test_sigterm_under_load_drains_every_payment(
     await second.wait_ready(http)
     api.base_url = second.base_url
     for bill_id in bill_ids:
-        bill = await api.bill(bill_id)
+        bill = await api.get_bill(bill_id)
         assert bill["status"] == "paid", bill
         assert bill["token"] == paid[bill_id]["token"]
         assert bill["receiptNumber"] == paid[bill_id]["receiptNumber"]
-    balance = await api.balance()
+    balance = Decimal(await api.balance())
     assert balance == FUNDS - AMOUNT * BILLS
     transactions = await api.transactions()
     assert sorted(t["kind"] for t in transactions) == ["credit"] + ["debit"] * BILLS

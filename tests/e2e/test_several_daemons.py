@@ -24,11 +24,10 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.client import Api, eventually
 from tests.e2e.conftest import (
-    Api,
     DaemonProcess,
     Daemons,
-    eventually,
     external_aws_env,
     ledger_sum,
     run_cli,
@@ -186,9 +185,7 @@ def texted_event_ids(cluster: Cluster) -> Counter[str]:
 async def user_on_every_daemon(http: aiohttp.ClientSession, cluster: Cluster) -> list[Api]:
     """One user, registered through the first daemon, with a session every daemon honours."""
     first = await Api(http, cluster.daemons[0].base_url).register_and_login()
-    return [
-        Api(http, d.base_url, first.token, first.user_id, first.wallet_id) for d in cluster.daemons
-    ]
+    return [Api(http, d.base_url, first.who) for d in cluster.daemons]
 
 
 def meter(index: int) -> str:
@@ -208,8 +205,8 @@ async def pay_all(apis: list[Api], bill_ids: list[str]) -> dict[str, int]:
     """Every bill paid at once, bill i through daemon i mod 3; the status of each."""
 
     async def pay(index: int, bill_id: str) -> tuple[str, int]:
-        status, _, _ = await apis[index % len(apis)].request("POST", f"/api/Vend/{bill_id}/pay")
-        return bill_id, status
+        api = apis[index % len(apis)]
+        return bill_id, (await api.pay(api.me, bill_id)).status
 
     return dict(await asyncio.gather(*(pay(i, b) for i, b in enumerate(bill_ids))))
 
@@ -308,7 +305,7 @@ async def test_concurrent_pays_over_three_daemons_never_overdraw(
     # The API's view, from every daemon.
     left = spent.funds - BILL_AMOUNT * len(paid)
     for api in spent.apis:
-        assert await api.balance() == left
+        assert Decimal(await api.balance()) == left
     assert left >= 0
     transactions = await spent.apis[1].transactions()
     assert ledger_sum(transactions) == left
@@ -317,7 +314,7 @@ async def test_concurrent_pays_over_three_daemons_never_overdraw(
     assert not [t for t in transactions if t["kind"] == "refund"]
 
     # The database's.
-    wallet_id = uuid.UUID(spent.apis[0].wallet_id or "")
+    wallet_id = uuid.UUID(spent.apis[0].me.wallet_id)
     wallet = await fetch(
         cluster.database_url,
         "SELECT w.balance_minor, (SELECT sum(amount_minor) FROM ledger_entries e "
@@ -337,7 +334,7 @@ async def test_concurrent_pays_over_three_daemons_never_overdraw(
     bills = await fetch(
         cluster.database_url,
         "SELECT id, status FROM bills WHERE user_id = $1",
-        uuid.UUID(spent.apis[0].user_id or ""),
+        uuid.UUID(spent.apis[0].me.user_id),
     )
     assert {str(row["id"]) for row in bills if row["status"] == "paid"} == paid
     assert {str(row["id"]) for row in bills if row["status"] == "pending"} == refused
@@ -350,20 +347,18 @@ async def test_one_bill_paid_through_every_daemon_at_once_debits_once(
     await apis[0].add_funds("100.00")
     bill_id = (await apis[2].verify(f"{BILL_AMOUNT}", meter(0)))["billId"]
 
-    attempts = await asyncio.gather(
-        *(api.request("POST", f"/api/Vend/{bill_id}/pay") for api in apis * 3)
-    )
-    statuses = Counter(status for status, _, _ in attempts)
+    attempts = await asyncio.gather(*(api.pay(api.me, bill_id) for api in apis * 3))
+    statuses = Counter(attempt.status for attempt in attempts)
     assert statuses == {200: 1, 409: len(attempts) - 1}, statuses
     for api in apis:
-        assert await api.balance() == Decimal("75.00")
+        assert await api.balance() == "75.00"
     debits = await fetch(
         cluster.database_url,
         "SELECT count(*) AS n FROM ledger_entries WHERE bill_id = $1 AND kind = 'debit'",
         uuid.UUID(bill_id),
     )
     assert debits[0]["n"] == 1
-    assert (await apis[1].bill(bill_id))["status"] == "paid"
+    assert (await apis[1].get_bill(bill_id))["status"] == "paid"
 
 
 async def test_every_event_is_published_texted_and_audited_once(

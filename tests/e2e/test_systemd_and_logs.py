@@ -19,7 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Api, Daemons, eventually
+from tests.client import Api, eventually
+from tests.e2e.conftest import Daemons
 from tests.fakes.twilio_server import FakeTwilioServer
 
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
@@ -145,23 +146,20 @@ async def test_json_logs_request_ids_and_no_secrets(
         await daemon.wait_ready(http)
         api = Api(http, daemon.base_url)
         await api.register_and_login()
-        bearer = api.token
-        assert bearer
+        password, bearer = api.me.password, api.me.token
 
-        status, me, headers = await api.request(
-            "GET", "/api/me", headers={"X-Request-ID": "abc-123"}
-        )
-        assert status == 200 and me["userId"] == api.user_id
-        assert headers["X-Request-ID"] == "abc-123"
+        tagged = await api.call("GET", "/api/me", headers={"X-Request-ID": "abc-123"})
+        me = tagged.body
+        assert tagged.status == 200 and me["userId"] == api.me.user_id
+        assert tagged.headers["X-Request-ID"] == "abc-123"
         # Without one, the daemon makes one up and says which.
-        status, _, headers = await api.request("GET", "/api/me")
-        assert status == 200 and headers.get("X-Request-ID")
+        untagged = await api.call("GET", "/api/me")
+        assert untagged.status == 200 and untagged.headers.get("X-Request-ID")
         # A failed login with the right username must not log the password either.
-        wrong = "not-the-" + PASSWORD
-        status, _, _ = await Api(http, daemon.base_url).request(
-            "POST", "/api/auth/login", {"username": me["username"], "password": wrong}
+        wrong = "not-the-" + password
+        await Api(http, daemon.base_url).expect(
+            401, "POST", "/api/auth/login", {"username": me["username"], "password": wrong}
         )
-        assert status == 401
 
         # The welcome SMS went out through Twilio, so the daemon used the token.
         async def welcomed() -> bool:
@@ -198,7 +196,7 @@ async def test_json_logs_request_ids_and_no_secrets(
 
     everything = stdout + stderr
     for name, secret in (
-        ("the password", PASSWORD),
+        ("the password", password),
         ("the wrong password", wrong),
         ("the bearer token", bearer),
         ("the Twilio auth token", twilio_token),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import METER, PHONE, TOKEN_PATTERN, Api, Daemons, eventually
+from tests.client import METER, PHONE, Api, eventually
+from tests.e2e.conftest import TOKEN_PATTERN, Daemons
 
 # Every path in the HTTP contract (API.md), as the OpenAPI document spells it.
 CONTRACT_PATHS = {
@@ -48,15 +49,15 @@ async def test_register_fund_pay_notify_logout(
     await api.register_and_login(username)
     me = await api.expect(200, "GET", "/api/me")
     assert me == {
-        "userId": api.user_id,
+        "userId": api.me.user_id,
         "username": username,
         "phoneNumber": PHONE,
-        "walletId": api.wallet_id,
+        "walletId": api.me.wallet_id,
     }
-    assert await api.balance() == Decimal("0.00")
+    assert await api.balance() == "0.00"
 
     funded = await api.add_funds("250.00")
-    assert funded["walletId"] == api.wallet_id
+    assert funded["walletId"] == api.me.wallet_id
     assert funded["balance"] == "250.00"
 
     bill = await api.verify("100.00")
@@ -79,12 +80,12 @@ async def test_register_fund_pay_notify_logout(
     assert paid["paidAt"]
     token = paid["token"]
 
-    shown = await api.bill(bill_id)
+    shown = await api.get_bill(bill_id)
     assert shown["status"] == "paid"
     assert shown["token"] == token
     assert shown["units"] == paid["units"]
     assert shown["receiptNumber"] == paid["receiptNumber"]
-    assert await api.balance() == Decimal("150.00")
+    assert await api.balance() == "150.00"
 
     transactions = await api.transactions()
     assert [(t["kind"], t["amount"], t["balanceAfter"]) for t in transactions] == [
@@ -107,12 +108,11 @@ async def test_register_fund_pay_notify_logout(
     assert sms["status"] == "sent"
 
     assert await api.expect(204, "POST", "/api/auth/logout") is None
-    status, problem, headers = await api.request("GET", "/api/me")
-    assert status == 401
-    assert headers["Content-Type"].startswith("application/problem+json")
-    assert problem["status"] == 401
-    status, _, _ = await api.request("GET", f"/api/bills/{bill_id}")
-    assert status == 401
+    refused = await api.call("GET", "/api/me")
+    assert refused.status == 401
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert refused.body["status"] == 401
+    assert (await api.call("GET", f"/api/bills/{bill_id}")).status == 401
 
     daemon.send(signal.SIGTERM)
     assert await daemon.wait_exit(30) == 0

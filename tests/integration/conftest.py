@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,7 +9,6 @@ import pytest
 from tests.fakes.recording_sms import RecordingSmsSender
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.sqs import SqsConsumer
-from voltpay.models import leases
 from voltpay.models.tables import AuditRecord, Notification, OutboxEvent
 
 
@@ -46,12 +44,3 @@ async def delivered(expected: int) -> bool:
     }
     audited = {str(e) for e in await AuditRecord.all().values_list("event_id", flat=True)}
     return len(events) == expected and events <= sent and events <= audited
-
-
-@pytest.fixture
-async def instance(database: str) -> uuid.UUID:
-    """A live daemon instance, registered in the database: the holder of the
-    leases a test takes."""
-    instance_id = uuid.uuid4()
-    await leases.register(instance_id)
-    return instance_id

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from tortoise.transactions import in_transaction
 
+from tests.conftest import new_user
 from voltpay.domain.bills import (
     COMPLETE_PAYMENT,
     EXPIRE,
@@ -25,7 +26,6 @@ from voltpay.domain.wallets import MAX_BALANCE_MINOR, may_credit, may_debit
 from voltpay.models import bills as bill_store
 from voltpay.models import wallets
 from voltpay.models.tables import Bill, LedgerEntry, Wallet
-from voltpay.models.users import create_user
 
 NOW = datetime.now(UTC)
 AMOUNT = 100_00
@@ -33,14 +33,9 @@ EXPIRIES = {"expired": NOW - timedelta(minutes=1), "unexpired": NOW + timedelta(
 
 
 async def _wallet(balance_minor: int) -> tuple[uuid.UUID, uuid.UUID]:
-    user, wallet, _ = await create_user(
-        username=f"u{uuid.uuid4().hex[:10]}",
-        password_hash="x",
-        phone_number="+2348012345678",
-        currency="NGN",
-    )
-    await Wallet.filter(id=wallet.id).update(balance_minor=balance_minor)
-    return user.id, wallet.id
+    owner, wallet_id = await new_user()
+    await Wallet.filter(id=wallet_id).update(balance_minor=balance_minor)
+    return owner, wallet_id
 
 
 async def _bill(

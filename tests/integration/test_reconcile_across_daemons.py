@@ -9,16 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
+from tests.agents.conftest import VEND_TIMEOUT_SECONDS, bills_agent
+from tests.conftest import new_user
 from voltpay.agents.app import create_faust_app
-from voltpay.agents.bills import BillsAgent
 from voltpay.bridges.electricity import RequeryResult, SimulatedProvider
 from voltpay.models import bills as bill_store
 from voltpay.models import leases, wallets
 from voltpay.models.tables import Bill, LedgerEntry
-from voltpay.models.users import create_user
-from voltpay.observability.metrics import Metrics
-
-VEND_TIMEOUT = 1.0
 
 
 class SlowRequeryProvider(SimulatedProvider):
@@ -36,36 +33,15 @@ class SlowRequeryProvider(SimulatedProvider):
         return await super().requery(request_id)
 
 
-def _agent(app: object, provider: SimulatedProvider, instance_id: uuid.UUID) -> BillsAgent:
-    return BillsAgent(
-        app,
-        provider=provider,
-        metrics=Metrics(process_metrics=False),
-        capacity=10,
-        concurrency=1,
-        bill_ttl_seconds=600,
-        tariff_minor_per_kwh=6800,
-        vend_timeout_seconds=VEND_TIMEOUT,
-        reconcile_interval_seconds=60,
-        on_events=lambda: None,
-        instance_id=instance_id,
-    )
-
-
 async def _stuck_bill() -> Bill:
     """A bill whose debit committed and whose vend never reached the provider."""
-    user, wallet, _ = await create_user(
-        username=f"u{uuid.uuid4().hex[:10]}",
-        password_hash="x",
-        phone_number="+2348012345678",
-        currency="NGN",
-    )
+    user_id, wallet_id = await new_user()
     now = datetime.now(UTC)
     async with in_transaction() as conn:
-        await wallets.credit(conn, wallet.id, 100_00, now)
+        await wallets.credit(conn, wallet_id, 100_00, now)
     bill, _ = await bill_store.create_bill(
         bill_store.NewBill(
-            user_id=user.id,
+            user_id=user_id,
             meter_number="A123456",
             meter_type="prepaid",
             customer_name="Ada",
@@ -75,7 +51,7 @@ async def _stuck_bill() -> Bill:
             ttl_seconds=600,
         )
     )
-    started = await bill_store.start_payment(bill.id, user.id, wallet.id)
+    started = await bill_store.start_payment(bill.id, user_id, wallet_id)
     return started.bill
 
 
@@ -87,9 +63,9 @@ async def test_one_reconciler_settles_a_bill_that_two_daemons_see_stuck(
     bill = await _stuck_bill()
     provider = SlowRequeryProvider()  # one provider, as outside services are
     app = create_faust_app()
-    first, second = _agent(app, provider, instance), _agent(app, provider, other)
+    first, second = bills_agent(app, provider, instance), bills_agent(app, provider, other)
 
-    later = datetime.now(UTC) + timedelta(seconds=VEND_TIMEOUT + 1)
+    later = datetime.now(UTC) + timedelta(seconds=VEND_TIMEOUT_SECONDS + 1)
     settled = await asyncio.gather(first.reconcile_once(later), second.reconcile_once(later))
 
     assert sorted(settled) == [0, 1]

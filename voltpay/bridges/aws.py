@@ -60,8 +60,7 @@ def client_config(*, max_attempts: int = MAX_ATTEMPTS, local: bool = False) -> A
         "retries": {"mode": "standard", "total_max_attempts": max_attempts},
         "tcp_keepalive": True,
         # Otherwise botocore rebuilds its User-Agent from a dozen components,
-        # each sanitised, twice on every call: about a tenth of the CPU of a
-        # PublishBatch, ReceiveMessage or DeleteMessageBatch.
+        # each sanitised, twice on every call.
         "user_agent": USER_AGENT,
     }
     if local:

@@ -211,9 +211,8 @@ class VendStore(Protocol):
 
 # What the in-memory store keeps of a request: a tuple of strings, numbers and
 # None, which the garbage collector stops tracking after its first look. Kept
-# as VendRecord and VendResult objects, the 20,000 remembered requests would be
-# 40,000 objects that every full collection walks, under pay load about three
-# quarters of everything it walks.
+# as VendRecord and VendResult objects, every remembered request would be two
+# objects that each full collection walks.
 _Kept = tuple[str, int, str, str | None, Decimal | None, int | None, str | None, str | None]
 
 

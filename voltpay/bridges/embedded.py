@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
 # A request answered by moto itself, without touching any AWS service backend
-# or reading its state: /moto-api/data.json dumps every backend's models, and
-# every moto server in a process shares them (1.7 s with 300 queues).
+# or reading its state: /moto-api/data.json dumps the models of every backend,
+# which all moto servers in a process share, so it slows with every queue made.
 _PROBE_PATH = "/moto-api/config"
 # socketserver only notices shutdown() between polls; the default 0.5 s would
 # make every stop wait that long.

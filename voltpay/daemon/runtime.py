@@ -268,12 +268,10 @@ def _bound_port(runner: web.AppRunner) -> int:
 
 
 # Net new objects before the collector looks at the youngest ones (CPython's
-# default is 700). The objects of the requests in flight alone outnumber 700:
-# under pay load at 64 connections the collector ran about 50 times a second,
-# 0.6 ms each, walking live requests and promoting them to the older
-# generations, whose passes then took up to 80 ms. With 7,000, requests finish
-# and free their objects first: 43 young passes instead of 1,898 over the same
-# 30 s of load, 0.14 s of collecting instead of 1.65 s.
+# default is 700, which the objects of the requests in flight alone outnumber).
+# At 7,000, requests finish and free their objects before a young pass walks
+# them, so live requests are not promoted into the older generations, whose
+# passes hold the event loop far longer (bench/results/rationale.md).
 YOUNG_GENERATION_THRESHOLD = 7000
 
 
@@ -283,9 +281,9 @@ def settle_heap() -> None:
 
     What start-up builds (modules, AWS service models, the ORM's and the
     actors' objects) lives as long as the process, yet each full collection
-    walked all of it: under pay load such a pass held the event loop for
-    70-140 ms, every in-flight request with it. Frozen, they are never
-    walked again; full passes walk only what came later.
+    would walk all of it, holding the event loop and every in-flight request
+    with it. Frozen, they are never walked again; full passes walk only what
+    came later.
     """
     gc.collect()
     gc.freeze()

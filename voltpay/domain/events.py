@@ -46,7 +46,7 @@ def rfc3339(moment: datetime) -> str:
     """UTC with milliseconds and a Z, the one time format of the API."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    # isoformat is about four times cheaper than strftime; it ends "+00:00".
+    # isoformat, which is cheaper than strftime, ends "+00:00".
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 

@@ -91,9 +91,9 @@ async def receive(events: Sequence[Received], lease: Lease) -> dict[uuid.UUID, C
     the notification row of each event that has an SMS: event id → the new
     row, for those whose row did not exist yet.
 
-    On PostgreSQL one statement does all of it (the inbox rows, the phone
-    numbers and the notification rows), where three took three round trips;
-    on SQLite (no INSERT inside WITH) the three run one after another.
+    On PostgreSQL one statement, one round trip, does all of it (the inbox
+    rows, the phone numbers and the notification rows); on SQLite (no INSERT
+    inside WITH) the three run one after another.
     """
     if not events:
         return {}

@@ -140,8 +140,8 @@ PURGE_CHUNKS = 100
 
 def _purge_statement(table: str, key: str, column: str, *, sqlite: bool) -> str:
     """One chunk's DELETE. On PostgreSQL ``= ANY(ARRAY(...))`` looks the
-    chunk's rows up by key; ``IN (...)`` read the whole table into a hash join
-    for every chunk (124 ms a chunk at 300,000 rows)."""
+    chunk's rows up by key, where ``IN (...)`` reads the whole table into a
+    hash join for every chunk."""
     chunk = f"SELECT {key} FROM {table} WHERE {column} < $1 ORDER BY {column} LIMIT $2"
     if sqlite:
         return f"DELETE FROM {table} WHERE {key} IN ({chunk})"

@@ -2,22 +2,22 @@
 a pool of voltpay's own that lends its connections in the order they were
 asked for and takes them back without a round trip.
 
-Why not asyncpg's pool (the figures are in bench/results/):
+Why not asyncpg's pool:
 
 * it keeps its free connections in an ``asyncio.LifoQueue``. When a
   connection comes back, the first waiter is woken, but any task that asks
   before that waiter runs finds the connection free and takes it; the woken
-  waiter finds the queue empty and goes to the back of the line. Paying at 64
-  connections, p99 was twice the median, and three times it for the bench's
-  raw-SQL ceiling, with nothing slow in the database;
+  waiter finds the queue empty and goes to the back of the line. Under load
+  some requests lose that race again and again, and the tail latency grows
+  with nothing slow in the database;
 * it resets every connection it takes back: a round trip running
   ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``, one
   more trip for every statement outside a transaction. voltpay changes no
   session state (no advisory locks, cursors outside a transaction, LISTEN or
   SET), so there is nothing to reset;
-* lending and taking back cost about 35 µs of CPU per statement against
-  14 µs on a connection held throughout: a proxy object, a timer re-armed, a
-  future and a Task (``asyncio.shield``) for every release.
+* lending and taking back cost CPU on every statement: a proxy object, a
+  timer re-armed, a future and a Task (``asyncio.shield``) for every
+  release.
 
 ``Pool`` hands a returned connection straight to the first waiter, or keeps
 it; a connection that comes back closed, inside a transaction or in the
@@ -293,8 +293,7 @@ class Client(AsyncpgDBClient):
 
         What ``execute_query_dict`` does, less the layers around it (the
         connection wrapper, the pool's first-use check, a debug log call per
-        statement): with the three statements of a payment going this way, the
-        daemon's CPU per payment fell by 4% (bench/results/2026-11-29-vm.md).
+        statement), which every statement of a payment would otherwise pay for.
         """
         # (Tortoise annotates the translator as returning an Exception.)
         return cast(list[dict[str, Any]], await self._translate_exceptions(_fetch, query, values))

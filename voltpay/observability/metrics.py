@@ -332,9 +332,9 @@ class HttpStats(Collector):
     """``voltpay_http_requests_total`` and ``voltpay_http_request_duration_seconds``.
 
     Every request records into these, so they are plain counts in dicts,
-    turned into Prometheus families only when scraped: about a fifth of
-    what a prometheus_client Counter and Histogram (a lock per increment, a
-    loop over the buckets per observation) cost each request. Everything
+    turned into Prometheus families only when scraped, without the lock per
+    increment and the loop over the buckets per observation that a
+    prometheus_client Counter and Histogram cost each request. Everything
     runs on the one event loop, so nothing needs a lock.
     """
 
