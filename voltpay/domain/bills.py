@@ -50,16 +50,8 @@ START_PAYMENT = Move(BillStatus.PENDING, BillStatus.PROCESSING, Expiry.BEFORE)
 COMPLETE_PAYMENT = Move(BillStatus.PROCESSING, BillStatus.PAID)
 FAIL_PAYMENT = Move(BillStatus.PROCESSING, BillStatus.FAILED)
 EXPIRE = Move(BillStatus.PENDING, BillStatus.EXPIRED, Expiry.AFTER)
+# Every move a bill makes: no other change of status happens.
 MOVES = (START_PAYMENT, COMPLETE_PAYMENT, FAIL_PAYMENT, EXPIRE)
-
-ALLOWED_MOVES: dict[BillStatus, frozenset[BillStatus]] = {
-    status: frozenset(move.target for move in MOVES if move.source is status)
-    for status in BillStatus
-}
-
-
-def can_move(current: BillStatus, target: BillStatus) -> bool:
-    return target in ALLOWED_MOVES[current]
 
 
 def effective_status(status: BillStatus, expires_at: datetime, now: datetime) -> BillStatus:
