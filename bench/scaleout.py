@@ -30,6 +30,13 @@ processes idle, is close to idle (the load average lags by a minute), and
 records both; a round whose window still had more than a little other work is
 run again, up to a limit, since such a window measures that work too.
 
+A daemon whose CPU is busy holds its events back and sends them once the burst
+is over, so the counters are read again when every event of the window has
+been texted: req/s and CPU per pay counted to that point include the work the
+window leaves out. During the window, this database's backends are looked at
+in pg_stat_activity (running, waiting for the WAL flush, in a transaction
+waiting for their daemon, idle in the pool), which says what a pay waits for.
+
 After each round the ledger is checked: no bill is debited twice, every paid
 bill is debited, no wallet is below zero, and every wallet's balance is its
 seed plus its ledger entries.
@@ -70,7 +77,6 @@ from bench.procs import PYTHON, VOLTPAY, cpu_seconds, free_port
 from bench.runner import Bench, Service, source_fingerprint, voltpay_env
 from bench.stats import median, paired_ratios, ratio
 from bench.wrk import WrkMissing, WrkResult, find_wrk, run_wrk
-from voltpay.config.settings import AgentSettings
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
@@ -795,6 +801,23 @@ class Configuration:
         return self.median_of(lambda r: r.delivered_rps)
 
     @property
+    def ms_per_request(self) -> float | None:
+        """How long a pay took: wrk keeps one request on each connection, so by
+        Little's law the mean time is connections over req/s."""
+        return self.median_of(lambda r: 1000 * sum(r.connections) / r.rps if r.rps else None)
+
+    @property
+    def ms_in_postgres(self) -> float | None:
+        """How long of it a PostgreSQL connection was in use for the pay:
+        connections in use over req/s (Little's law again)."""
+
+        def in_use(r: RoundResult) -> float | None:
+            busy = r.activity.connections * (1 - r.activity.share(IN_POOL))
+            return 1000 * busy / r.rps if r.rps else None
+
+        return self.median_of(in_use)
+
+    @property
     def activity(self) -> BackendActivity:
         """What this database's backends did, over every round pooled."""
         return sum((r.activity for r in self.rounds), BackendActivity())
@@ -929,7 +952,8 @@ def _quietness(rounds: Sequence[RoundResult], plan: Plan) -> str:
         for r in rounds
         if r.load_at_start[0] > plan.max_load or r.busy_at_start > plan.max_other
     ]
-    waited = [r for r in rounds if r.waited_s >= 1]
+    # The first look at the machine takes one idle sample; only more is waiting.
+    waited = [r for r in rounds if r.waited_s > IDLE_SAMPLE_SECONDS + 1]
     again = [r for r in rounds if r.discarded]
     other = [r.cpu.other for r in rounds]
     steal = max((r.steal or 0.0) for r in rounds)
@@ -970,49 +994,77 @@ def _connections_text(c: Configuration) -> str:
     in_use = ", ".join(
         f"{100 * activity.share_in_use(a):.0f}% {a}"
         for a in (RUNNING, WAL_FLUSH, WAITING_FOR_DAEMON, LOCK, OTHER)
+        if activity.share_in_use(a) >= 0.005
     )
     return (
-        f"PostgreSQL's connections ({activity.connections:.0f} open) sat idle in the pool "
-        f"{100 * activity.share(IN_POOL):.0f}% of the time; of the time they were in use, "
-        f"{in_use}."
+        f"A pay took about {_fmt(c.ms_per_request, 0)} ms, of which a PostgreSQL connection "
+        f"was in use for about {_fmt(c.ms_in_postgres, 1)} ms ({in_use}); the "
+        f"{activity.connections:.0f} pooled connections sat idle "
+        f"{100 * activity.share(IN_POOL):.0f}% of the time."
     )
 
 
-def _one_daemon_waits(one: Configuration, busy: float) -> str:
-    """Why one daemon leaves cores idle, from what its connections did."""
-    activity = one.activity
+def _busy(c: Configuration) -> float:
+    return c.cpu(lambda s: s.machine) or 0.0
+
+
+def _saturated(c: Configuration) -> bool:
+    return _busy(c) >= 0.9 * CORES
+
+
+def _in_short(configs: Sequence[Configuration]) -> str:
+    one, rest = configs[0], configs[1:]
+    window = ", ".join(f"{_fmt(c.rps, 0)}" for c in configs)
+    delivered = ", ".join(f"{_fmt(c.delivered_rps, 0)}" for c in configs)
+    counts = ", ".join(str(c.daemons) for c in configs)
     text = (
-        f" One daemon does not fill this machine: {CORES - busy:.2f} of a core stayed idle "
-        "while most pooled connections did too, so neither the cores nor the pool ran out."
+        f"In short: with {counts} daemons, pay reached {window} req/s over the window and "
+        f"{delivered} counting until every SMS was sent (the medians)."
     )
-    if activity.share_in_use(WAL_FLUSH) >= 0.3:
+    gains = [ratio(c.delivered_rps, one.delivered_rps) or 0.0 for c in rest]
+    if rest and all(_saturated(c) for c in rest) and max(gains) < 1.1:
+        effect = "lowers throughput" if max(gains) < 0.95 else "adds no throughput"
         text += (
-            " A pay spends much of its time waiting for its commit's WAL flush, and one "
-            f"daemon keeps only so many in flight (its bills agent takes "
-            f"{AgentSettings().bills_concurrency} at a time by default); the wait, not the "
-            "CPU, holds it back."
+            f" The {CORES} cores bound it: they are busy with {_daemons(rest[0].daemons)} "
+            f"already, and a daemon added to them {effect}."
+        )
+    return text
+
+
+def _one_daemon_waits(one: Configuration) -> str:
+    """Why one daemon leaves cores idle, from where its pays spent their time."""
+    text = (
+        f" One daemon does not fill this machine: {_cores(one, lambda s: s.idle)} of a core "
+        f"stayed idle while the daemon used {_cores(one, _daemons_cpu)} of the one core its "
+        "event loop can use."
+    )
+    total, in_postgres = one.ms_per_request, one.ms_in_postgres
+    if total and in_postgres is not None and in_postgres < 0.25 * total:
+        text += (
+            f" Nor is PostgreSQL what a pay waits for ({in_postgres:.1f} of its {total:.0f} "
+            "ms): a pay spends the rest inside the daemon, so what holds one daemon back is "
+            "how the daemon itself gets through its work, not the cores or the database."
         )
     return text
 
 
 def _bound(configs: Sequence[Configuration]) -> str:
     one, rest = configs[0], configs[1:]
-    busy = one.cpu(lambda s: s.machine) or 0.0
     text = (
-        f"What bounds it here. With {_daemons(one.daemons)} the machine was busy {busy:.2f} "
-        f"of its {CORES} cores during the window: the daemons {_cores(one, _daemons_cpu)}, "
-        f"PostgreSQL {_cores(one, lambda s: s.postgres)} for this database's backends and "
-        f"{_cores(one, lambda s: s.postgres_rest)} for the rest of the cluster, wrk "
-        f"{_cores(one, lambda s: s.load_generator)}, the stub {_cores(one, lambda s: s.endpoint)}"
-        f", other work {_cores(one, lambda s: s.other)}; {_cores(one, lambda s: s.idle)} idle "
-        f"and {_cores(one, lambda s: s.iowait)} idle while a task waited for the disk. "
-        + _connections_text(one)
+        f"What bounds it here. With {_daemons(one.daemons)} the machine was busy "
+        f"{_busy(one):.2f} of its {CORES} cores during the window: the daemons "
+        f"{_cores(one, _daemons_cpu)}, PostgreSQL {_cores(one, lambda s: s.postgres)} for this "
+        f"database's backends and {_cores(one, lambda s: s.postgres_rest)} for the rest of "
+        f"the cluster, wrk {_cores(one, lambda s: s.load_generator)}, the stub "
+        f"{_cores(one, lambda s: s.endpoint)}, other work {_cores(one, lambda s: s.other)}; "
+        f"{_cores(one, lambda s: s.idle)} idle and {_cores(one, lambda s: s.iowait)} idle "
+        "while a task waited for the disk. " + _connections_text(one)
     )
-    if busy < 0.9 * CORES and one.activity.share(IN_POOL) >= 0.5:
-        text += _one_daemon_waits(one, busy)
+    if not _saturated(one) and one.activity.share(IN_POOL) >= 0.5:
+        text += _one_daemon_waits(one)
     for c in rest:
         text += (
-            f" With {_daemons(c.daemons)} the machine was {_cores(c, lambda s: s.machine)} busy "
+            f" With {_daemons(c.daemons)} the machine was {_busy(c):.2f} busy "
             f"({_cores(c, lambda s: s.idle)} idle); each daemon got "
             f"{_cores(c, lambda s: s.daemons_total / len(s.daemons))} of a core "
             f"({_cores(c, _daemons_cpu)} together), PostgreSQL {_cores(c, lambda s: s.postgres)}"
@@ -1021,16 +1073,29 @@ def _bound(configs: Sequence[Configuration]) -> str:
             f"sent ({_fmt(ratio(c.delivered_rps, one.delivered_rps), 2)} times). "
             + _connections_text(c)
         )
-    if rest and all((c.cpu(lambda s: s.machine) or 0.0) >= 0.9 * CORES for c in rest):
+    if rest and all(_saturated(c) for c in rest):
         costs = " -> ".join(_fmt(c.ms_per_pay_delivered(_daemons_cpu), 2) for c in configs)
         pg_costs = " -> ".join(
             _fmt(c.ms_per_pay_delivered(lambda s: s.postgres), 2) for c in configs
         )
         text += (
-            " A daemon brings an event loop but no core: once the cores are busy, more "
-            "daemons divide the same two among more processes and more PostgreSQL "
-            f"connections, and a pay costs more (daemon CPU per pay, delivery included: "
-            f"{costs} ms; PostgreSQL's: {pg_costs} ms)."
+            " A second daemon puts the idle CPU to work, but a daemon brings an event loop, "
+            "not a core: on busy cores more daemons divide the same two among more processes "
+            "and more PostgreSQL connections, and a pay costs more (daemon CPU per pay, "
+            f"delivery included: {costs} ms; PostgreSQL's: {pg_costs} ms)."
+        )
+    caught_up = [c.median_of(lambda r: r.caught_up_s) or 0.0 for c in configs]
+    if rest and caught_up[0] > 2 * max(caught_up[1:]) and caught_up[0] >= 1:
+        others = ", ".join(
+            f"{_daemons(c.daemons)} {t:.1f} s" for c, t in zip(rest, caught_up[1:], strict=True)
+        )
+        text += (
+            f" Over the window, {_daemons(one.daemons)} also puts work off: while its CPU is "
+            "busy it holds its events back and texts them after the window (for "
+            f"{caught_up[0]:.1f} s, median), where more daemons, each less busy, text them "
+            "during it (for "
+            f"{others} after it); so the window's req/s flatters one daemon, and the rate counted "
+            "until every SMS was sent is the fairer comparison."
         )
     return text
 
@@ -1044,27 +1109,57 @@ def _projection(configs: Sequence[Configuration]) -> str:
     daemon_ms = one.ms_per_pay_delivered(_daemons_cpu)
     postgres_ms = one.ms_per_pay_delivered(lambda s: s.postgres)
     own_ms = one.ms_per_pay_delivered(lambda s: s.machine - s.other)
-    if not daemon_ms or postgres_ms is None or not own_ms:
+    if not daemon_ms or postgres_ms is None or not own_ms or one.delivered_rps is None:
         return ""
-    alone = 1000 / daemon_ms
+    full_core = 1000 / daemon_ms
+    low = min(one.delivered_rps, full_core)
     beside = postgres_ms / daemon_ms
     return (
         f"On more cores. With {_daemons(one.daemons)} a pay costs {daemon_ms:.2f} ms of "
         f"daemon CPU and {postgres_ms:.2f} ms of PostgreSQL's, counted until its SMS was sent "
         f"(over the window alone {_fmt(one.ms_per_pay(_daemons_cpu), 2)} and "
-        f"{_fmt(one.ms_per_pay(lambda s: s.postgres), 2)}: a daemon whose CPU is busy holds "
-        "its events back until the burst is over). A daemon runs one event loop, so it uses "
-        f"about one core at saturation: about {alone:,.0f} pay req/s per daemon, with "
-        f"{beside:.2f} of a core of PostgreSQL beside it and the clients on cores of their "
-        f"own. N daemons on N x {1 + beside:.2f} cores would so reach about N x {alone:,.0f} "
-        f"req/s (three: {3 * alone:,.0f} req/s on {3 * (1 + beside):.1f} cores), as far as a "
-        "pay costs there what it costs one daemon here and PostgreSQL's commit rate (WAL "
-        "flushes on one disk, which this machine cannot reach) does not bind first. On these "
-        f"{CORES} cores the round's own processes, at {own_ms:.2f} ms of CPU per pay (load "
-        f"generator and stub included), fill the machine at about "
-        f"{1000 * CORES / own_ms:,.0f} req/s when nothing else runs, however many daemons "
-        "share it."
+        f"{_fmt(one.ms_per_pay(lambda s: s.postgres), 2)}). A daemon runs one event loop, so "
+        f"it uses at most one core; here it used {_cores(one, _daemons_cpu)} with CPU to "
+        f"spare. A daemon on cores of its own would so pay between about {low:,.0f} bills a "
+        f"second, SMS included (as here), and {full_core:,.0f} (a full core at this CPU per "
+        f"pay), with {beside:.2f} of a core of PostgreSQL beside it and the clients on "
+        f"cores of their own. N daemons would reach about N times that on N x "
+        f"{1 + beside:.2f} cores (three: {3 * low:,.0f} to {3 * full_core:,.0f} on "
+        f"{3 * (1 + beside):.1f} cores), as far as a pay costs there what it costs one daemon "
+        "here (two and three daemons paid more per pay on two busy cores) and PostgreSQL's "
+        "commits, which wait for the WAL flush on one disk, do not bind first; this machine "
+        f"cannot show where that is. On these {CORES} cores the round's own processes, at "
+        f"{own_ms:.2f} ms of CPU per pay (load generator and stub included), fill the machine "
+        f"at about {1000 * CORES / own_ms:,.0f} req/s when nothing else runs, however many "
+        "daemons share it."
     )
+
+
+def _spread(configs: Sequence[Configuration]) -> str:
+    """How far the rounds of one configuration are apart, against the ratios."""
+    one, rest = configs[0], configs[1:]
+
+    def width(c: Configuration) -> float:
+        return max(r.rps for r in c.rounds) / min(r.rps for r in c.rounds)
+
+    widest = max(configs, key=width)
+    costs = [1000 * r.cpu.daemons_total / r.rps for r in widest.rounds if r.rps]
+    text = (
+        f"The machine's speed moves from minute to minute: the rounds of "
+        f"{_daemons(widest.daemons)} ranged from {min(r.rps for r in widest.rounds):,.0f} to "
+        f"{max(r.rps for r in widest.rounds):,.0f} req/s, and their daemon CPU per pay from "
+        f"{min(costs):.2f} to {max(costs):.2f} ms."
+    )
+    cycles = [
+        f"{c.daemons}/{one.daemons}: {', '.join(f'{x:.2f}' for x in cycle_ratios(c, one))}"
+        for c in rest
+    ]
+    if cycles:
+        text += (
+            f" So one cycle's ratio says little ({'; '.join(cycles)}); the medians over "
+            f"{len(one.rounds)} rounds each are the figures."
+        )
+    return text
 
 
 def _ledger_text(rounds: Sequence[RoundResult]) -> str:
@@ -1151,9 +1246,13 @@ def markdown(bench: ScaleOut) -> str:
             "",
             "## Reading",
             "",
+            _in_short(configs),
+            "",
             _bound(configs),
             "",
             _projection(configs),
+            "",
+            _spread(configs),
             "",
             _quietness(rounds, plan),
             "",
