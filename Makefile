@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test agents unit integration e2e benchtest chaos lint typecheck check bench scaleout clean
+.PHONY: run test agents unit integration e2e benchtest chaos lint typecheck check bench scaleout wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,10 +52,16 @@ typecheck: $(TEST_STAMP)
 
 check: lint typecheck test
 
-bench: $(TEST_STAMP)
+# The bench drives load with wrk, from Debian's packages.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wrk >/dev/null 2>&1; }; } \
+		|| { echo "the bench needs wrk: apt-get install wrk" >&2; exit 1; }
+
+bench: $(TEST_STAMP) wrk
 	$(BIN)/python -m bench
 
-scaleout: $(TEST_STAMP)
+scaleout: $(TEST_STAMP) wrk
 	$(BIN)/python -m bench.scaleout
 
 clean:

@@ -97,8 +97,7 @@ async def test_a_pay_that_lost_a_race_it_can_now_win_is_tried_again(
     """The one-statement start (PostgreSQL) writes nothing when the balance
     did not cover the bill at that instant; if funds arrived meanwhile, the
     payment is tried again rather than refused."""
-    from voltpay.models import bills as bill_store
-    from voltpay.models import sql
+    from voltpay.models import money, sql
 
     who = await api.customer(funds="100.00")
     bill_id = (await api.bill(who, "40.00")).body["billId"]
@@ -106,7 +105,7 @@ async def test_a_pay_that_lost_a_race_it_can_now_win_is_tried_again(
     lost: list[str] = []
 
     async def lose_the_first_start(conn: Any, statement: str, *values: Any) -> Any:
-        if statement == bill_store._START_IN_ONE and not lost:
+        if statement == money._START_IN_ONE and not lost:
             lost.append(statement)
             return []
         return await real_rows(conn, statement, *values)

@@ -24,7 +24,7 @@ from voltpay.domain.bills import (
 from voltpay.domain.errors import BalanceLimitReached, BillNotPayable, InsufficientFunds
 from voltpay.domain.wallets import MAX_BALANCE_MINOR, may_credit, may_debit
 from voltpay.models import bills as bill_store
-from voltpay.models import wallets
+from voltpay.models import money
 from voltpay.models.tables import Bill, LedgerEntry, Wallet
 
 NOW = datetime.now(UTC)
@@ -140,10 +140,10 @@ async def test_a_credit_happens_exactly_when_the_wallet_can_hold_it(
     owner, wallet_id = await _wallet(balance)
     if may_credit(balance, AMOUNT):
         async with in_transaction() as conn:
-            moved = await wallets.credit(conn, wallet_id, AMOUNT, NOW, owner_id=owner)
+            moved = await money.path(conn).credit(conn, wallet_id, AMOUNT, NOW, owner_id=owner)
         assert moved.balance_after_minor == balance + AMOUNT
     else:
         with pytest.raises(BalanceLimitReached):
             async with in_transaction() as conn:
-                await wallets.credit(conn, wallet_id, AMOUNT, NOW, owner_id=owner)
+                await money.path(conn).credit(conn, wallet_id, AMOUNT, NOW, owner_id=owner)
         assert (await Wallet.get(id=wallet_id)).balance_minor == balance

@@ -38,7 +38,7 @@ from voltpay.domain.errors import (
 )
 from voltpay.domain.money import format_minor
 from voltpay.models import bills as bill_store
-from voltpay.models import leases, wallets
+from voltpay.models import leases, money, wallets
 from voltpay.models.leases import Lease
 from voltpay.models.tables import Bill
 from voltpay.observability.metrics import Metrics
@@ -167,7 +167,7 @@ class BillsAgent:
 
     async def _complete(
         self, bill: Bill, result: VendResult, balance_after_minor: int | None = None
-    ) -> bill_store.Settled:
+    ) -> money.Settled:
         settled = await bill_store.complete_payment(
             bill,
             token=result.token,

@@ -15,7 +15,7 @@ from voltpay.domain.errors import BalanceLimitReached, IdempotencyKeyBusy, Walle
 from voltpay.domain.events import WalletFunded
 from voltpay.domain.money import format_minor
 from voltpay.domain.wallets import MAX_BALANCE_MINOR
-from voltpay.models import idempotency, wallets
+from voltpay.models import idempotency, money
 from voltpay.models.idempotency import Key as IdempotencyKey
 from voltpay.models.idempotency import StoredResponse
 from voltpay.models.outbox import record_event
@@ -61,7 +61,7 @@ class WalletsAgent:
         now = datetime.now(UTC)
         try:
             async with in_transaction() as conn:
-                movement = await wallets.credit(
+                movement = await money.path(conn).credit(
                     conn, command.wallet_id, command.amount_minor, now, owner_id=command.user_id
                 )
                 funded = WalletFunded(
