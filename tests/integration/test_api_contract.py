@@ -508,15 +508,40 @@ async def test_an_idempotent_retry_replays_the_first_answer(api: Api) -> None:
     assert theirs.status == 200, "keys are scoped per user"
 
 
-async def test_an_idempotent_error_is_replayed_too(api: Api) -> None:
+async def test_a_refused_request_leaves_its_key_free(api: Api) -> None:
+    """A 4xx changed nothing, so nothing is kept: the same key, once the
+    refusal's cause is gone, does the work."""
+    from voltpay.models.tables import IdempotencyRecord
+
     who = await api.customer()
     bill = (await api.bill(who, "100.00")).body
     key = {"Idempotency-Key": uuid.uuid4().hex}
     first = await api.call("POST", f"/api/Vend/{bill['billId']}/pay", headers=key, customer=who)
-    assert first.status == 402
+    assert_problem(first, 402, "insufficient_funds")
+    assert not await IdempotencyRecord.filter(key=key["Idempotency-Key"]).exists()
     assert (await api.fund(who, "100.00")).status == 200
     second = await api.call("POST", f"/api/Vend/{bill['billId']}/pay", headers=key, customer=who)
-    assert (second.status, second.raw) == (402, first.raw)
+    assert second.status == 200, second.body
+    assert "Idempotent-Replayed" not in second.headers
+    third = await api.call("POST", f"/api/Vend/{bill['billId']}/pay", headers=key, customer=who)
+    assert (third.status, third.raw) == (200, second.raw)
+    assert third.headers.get("Idempotent-Replayed") == "true"
+
+
+async def test_a_stranger_s_key_is_not_kept(api: Api) -> None:
+    """Registration runs without a session: its key is checked, never stored,
+    so strangers cannot fill the table, nor collide on one key."""
+    from voltpay.models.tables import IdempotencyRecord
+
+    key = {"Idempotency-Key": "shared-key-" + uuid.uuid4().hex}
+    for name in ("stranger-a", "stranger-b"):
+        body = {"username": f"{name}-{uuid.uuid4().hex[:8]}", "password": "ample-Horse-battery-9"}
+        body["phoneNumber"] = "+2348012345678"
+        reply = await api.call("POST", "/api/auth/register", json=body, headers=key)
+        assert reply.status == 201, reply.body
+    empty = await api.call("POST", "/api/auth/register", data=b"", headers=key)
+    assert empty.status in (400, 422)
+    assert not await IdempotencyRecord.filter(key=key["Idempotency-Key"]).exists()
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "tab\tkey"])

@@ -112,3 +112,35 @@ async def test_requests_in_flight_are_counted_until_answered_or_failed() -> None
     assert metrics.http.in_flight == 0
     body, _ = metrics.render()
     assert b"voltpay_http_requests_in_flight 0.0" in body
+
+
+async def test_a_flood_of_readiness_looks_runs_the_checks_once() -> None:
+    looks = 0
+    release = asyncio.Event()
+
+    async def database() -> None:
+        nonlocal looks
+        looks += 1
+        await release.wait()
+
+    readiness = Readiness(checks={"database": database}, cache_seconds=60)
+    asking = [asyncio.create_task(readiness.failing()) for _ in range(200)]
+    await asyncio.sleep(0)
+    release.set()
+    assert all(found == [] for found in await asyncio.gather(*asking))
+    assert await readiness.failing() == []
+    assert looks == 1, "one look in flight, then its verdict kept"
+
+
+async def test_a_readiness_verdict_is_looked_at_again_once_old() -> None:
+    looks = 0
+
+    async def sqs() -> None:
+        nonlocal looks
+        looks += 1
+        raise ConnectionError("down")
+
+    readiness = Readiness(checks={"sqs": sqs}, cache_seconds=0)
+    assert await readiness.failing() == ["sqs"]
+    assert await readiness.failing() == ["sqs"]
+    assert looks == 2

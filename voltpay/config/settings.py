@@ -48,6 +48,13 @@ class HttpSettings(BaseModel):
     # answer closing its connection) before the listener closes, so a load
     # balancer moves traffic away first. Part of the grace above.
     drain_delay_seconds: float = Field(default=0.0, ge=0, le=HOUR)
+    # A connection that has not sent a whole request head this long after it
+    # opened is closed (slow or silent clients hold no socket for long).
+    header_timeout_seconds: float = Field(default=5.0, ge=0.5, le=300)
+    # An idle keep-alive connection is closed after this long.
+    idle_timeout_seconds: float = Field(default=15.0, ge=1, le=HOUR)
+    # Open connections one client address may hold; more are closed at once.
+    max_connections_per_client: int = Field(default=64, ge=1, le=100_000)
 
     @field_validator("drain_delay_seconds")
     @classmethod
@@ -59,6 +66,19 @@ class HttpSettings(BaseModel):
                 "(VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS), which it is part of"
             )
         return value
+
+
+class OpsSettings(BaseModel):
+    """The operations listener: when a port is set, /metrics and /api/agents
+    are served there only (404 on the main listener)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class DatabaseSettings(BaseModel):
@@ -242,6 +262,7 @@ class Settings(BaseSettings):
     )
 
     http: HttpSettings = HttpSettings()
+    ops: OpsSettings = OpsSettings()
     database: DatabaseSettings = DatabaseSettings()
     aws: AwsSettings = AwsSettings()
     twilio: TwilioSettings = TwilioSettings()

@@ -31,7 +31,8 @@ from voltpay.daemon.parts import Housekeeper, closing, database, registered_run,
 from voltpay.daemon.pipeline import Pipeline, open_pipeline
 from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
-from voltpay.http.app import create_app
+from voltpay.http.app import create_app, ops_app
+from voltpay.http.connections import ConnectionGuard, GuardedRunner
 from voltpay.http.context import Readiness, Services
 from voltpay.models.simulated_provider import DatabaseVendStore
 from voltpay.observability.metrics import Metrics
@@ -127,7 +128,20 @@ class CompositionRoot:
             housekeeper=Housekeeper(
                 self._instance_id, retention_days=settings.outbox.retention_days
             ),
-            listener=HttpListener(create_app(services), settings.http),
+            listener=HttpListener(
+                create_app(services), settings.http, self._metrics, settings.http.host
+            ),
+            ops_listener=(
+                None
+                if settings.ops.port is None
+                else HttpListener(
+                    ops_app(services),
+                    settings.http,
+                    self._metrics,
+                    settings.ops.host,
+                    settings.ops.port,
+                )
+            ),
         )
         # Drained before any part closes, whatever of it has started.
         self._opened.push_async_exit(_leaving("draining", daemon.drain))
@@ -185,6 +199,8 @@ class Daemon:
     wallets: WalletsAgent
     housekeeper: Housekeeper
     listener: HttpListener
+    # /metrics and /api/agents on a port of their own, when one is set.
+    ops_listener: HttpListener | None
     _watchdog: asyncio.Task[None] | None = field(default=None, init=False)
 
     @property
@@ -197,6 +213,9 @@ class Daemon:
         self.bills.start_reconciler()
         self.housekeeper.start()
         self.pipeline.start()
+        if self.ops_listener is not None:
+            ops_port = await self.ops_listener.open()
+            log.info("operations listener on http://%s:%s", self.settings.ops.host, ops_port)
         port = await self.listener.open()
         log.info("voltpay %s serving on http://%s:%s", __version__, self.settings.http.host, port)
         if self.settings.systemd.enabled:
@@ -216,6 +235,8 @@ class Daemon:
         if self.settings.systemd.enabled:
             self.notifier.notify("STOPPING=1", "STATUS=draining")
         await self.listener.close()
+        if self.ops_listener is not None:
+            await self.ops_listener.close()
         await self.pipeline.stop_intake()
         for agent in (self.bills, self.wallets):
             await agent.mailbox.close()
@@ -229,13 +250,30 @@ class Daemon:
 
 
 class HttpListener:
-    """The HTTP front door on its listening socket."""
+    """An HTTP listening socket and the app behind it, its connections
+    guarded (``voltpay.http.connections``)."""
 
-    def __init__(self, app: web.Application, settings: HttpSettings) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        settings: HttpSettings,
+        metrics: Metrics,
+        host: str,
+        port: int | None = None,
+    ) -> None:
         self._settings = settings
-        self._runner = web.AppRunner(
+        self._host = host
+        self._port = settings.port if port is None else port
+        guard = ConnectionGuard(
+            header_timeout=settings.header_timeout_seconds,
+            per_client=settings.max_connections_per_client,
+            http=metrics.http,
+        )
+        self._runner = GuardedRunner(
             app,
+            guard=guard,
             access_log=None,
+            keepalive_timeout=settings.idle_timeout_seconds,
             # The drain delay is part of the grace: what is left of it is the
             # in-flight requests' (systemd's TimeoutStopSec counts on it).
             shutdown_timeout=settings.shutdown_grace_seconds - settings.drain_delay_seconds,
@@ -244,7 +282,7 @@ class HttpListener:
 
     async def open(self) -> int:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         self.port = _bound_port(self._runner)
         return self.port

@@ -36,9 +36,14 @@ log = logging.getLogger("voltpay.http")
 PUBLIC_API = frozenset({"/api/auth/register", "/api/auth/login"})
 # A login's answer holds a bearer token, which voltpay otherwise keeps only as
 # a hash: stored for replay, it would lie in the clear for a day. Logging in
-# twice is harmless (a second session), so a login's key is checked, not kept.
+# twice is harmless (a second session), so a login's key is checked, not kept;
+# so is any key of a request made without a session (PUBLIC_API).
 _NOT_STORED = frozenset({"/api/auth/login"})
 _X_REQUEST_ID = hdrs.X_REQUEST_ID  # case-folded once, not on every request
+_SERVER = hdrs.SERVER
+_SERVER_NAME = "voltpay"  # no versions to fingerprint
+_NOSNIFF = hdrs.X_CONTENT_TYPE_OPTIONS
+_CACHE_CONTROL = hdrs.CACHE_CONTROL
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -97,7 +102,13 @@ class Front:
                         token = request_id_var.set(request_id)
                     response = _problem_response(request, exc)
                 status = response.status
-                response.headers[_X_REQUEST_ID] = request_id
+                headers = response.headers
+                headers[_X_REQUEST_ID] = request_id
+                headers[_SERVER] = _SERVER_NAME
+                headers[_NOSNIFF] = "nosniff"
+                if api:
+                    # Answers carry bearer tokens, prepaid tokens and balances.
+                    headers[_CACHE_CONTROL] = "no-store"
                 if readiness.draining:
                     # Stopping: the client opens its next connection elsewhere.
                     response.force_close()
@@ -217,10 +228,12 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
             "invalid_idempotency_key",
             "Idempotency-Key must be 1-255 printable ASCII characters",
         )
-    if request.path in _NOT_STORED:
-        return await handler(request)
     user = request.get(CURRENT_USER)
-    scope = str(user.id) if user is not None else "anonymous"
+    if user is None or request.path in _NOT_STORED:
+        # Keys are a user's own: a stranger's request has no answer to keep,
+        # and two strangers' keys must not collide.
+        return await handler(request)
+    scope = str(user.id)
     body = await read_body(request)
     digest = hashlib.sha256(
         request.method.encode() + b" " + request.path.encode() + b"\n" + body
@@ -248,16 +261,13 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
     except BaseException:
         await idempotency.release(scope, key)
         raise
-    if response.status >= 500 or (response.status in (409, 429) and _transient(response)):
+    if response.status >= 400:
+        # A refused request changed nothing: the key may be used again.
         await idempotency.release(scope, key)
         return response
     assert isinstance(response, web.Response)
     await idempotency.store(scope, key, stored_response(response))
     return response
-
-
-def _transient(response: web.StreamResponse) -> bool:
-    return "Retry-After" in response.headers
 
 
 async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -273,13 +283,27 @@ async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(services: Services) -> web.Application:
+    """The main listener's app: the API, health, and the operators' routes
+    unless an operations listener serves them (``ops_app``)."""
+    tables = [users.routes, money.routes, operations.routes, operations.health_routes]
+    if services.settings.ops.port is None:
+        tables.append(operations.ops_routes)
+    return _app(services, tables)
+
+
+def ops_app(services: Services) -> web.Application:
+    """The operations listener's app: metrics, agents and health."""
+    return _app(services, [operations.ops_routes, operations.health_routes])
+
+
+def _app(services: Services, tables: list[web.RouteTableDef]) -> web.Application:
     app = web.Application(
         client_max_size=services.settings.http.max_body_bytes,
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = services
     front = Front(services.metrics.http, services.readiness)
-    for routes in (users.routes, money.routes, operations.routes):
+    for routes in tables:
         front.add_routes(app, routes)
     front.add_catch_all(app)
     return app

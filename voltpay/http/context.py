@@ -22,13 +22,29 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 @dataclass
 class Readiness:
-    """Named checks behind /readyz, and the drain flag that fails it first."""
+    """Named checks behind /readyz, and the drain flag that fails it first.
+
+    A verdict is kept for ``cache_seconds`` and one look runs at a time,
+    however many ask: a flood of /readyz costs one database query and two
+    AWS calls a second or so, and its answers agree with each other."""
 
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     draining: bool = False
     timeout_seconds: float = 2.0
+    cache_seconds: float = 1.0
+    _verdict: tuple[float, list[str]] | None = field(default=None, repr=False)
+    _looking: asyncio.Future[list[str]] | None = field(default=None, repr=False)
 
     async def failing(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        if self._verdict is not None and loop.time() - self._verdict[0] < self.cache_seconds:
+            return self._verdict[1]
+        if self._looking is None:
+            self._looking = asyncio.ensure_future(self._look())
+        # Shielded: one caller going away does not cancel the others' look.
+        return list(await asyncio.shield(self._looking))
+
+    async def _look(self) -> list[str]:
         async def run(name: str, check: ReadinessCheck) -> str | None:
             try:
                 await asyncio.wait_for(check(), self.timeout_seconds)
@@ -36,8 +52,13 @@ class Readiness:
                 return name
             return None
 
-        results = await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
-        return [name for name in results if name is not None]
+        try:
+            results = await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
+            failing = [name for name in results if name is not None]
+            self._verdict = (asyncio.get_running_loop().time(), failing)
+            return failing
+        finally:
+            self._looking = None
 
 
 @dataclass

@@ -16,6 +16,11 @@ from voltpay.http.views import notification_view
 from voltpay.models.tables import Notification
 
 routes = web.RouteTableDef()
+# What operators watch: on the operations listener when it has a port, else
+# on the main one.
+ops_routes = web.RouteTableDef()
+# Served on both listeners.
+health_routes = web.RouteTableDef()
 _SWAGGER_STATIC = Path(swagger_ui.__file__).parent / "static"
 # The files, named once: a name from the URL is looked up here, never joined
 # to the folder unchecked.
@@ -33,12 +38,12 @@ _DOCS_PAGE = """<!doctype html>
 _SERVING = orjson.dumps({"status": "ok"})
 
 
-@routes.get("/healthz")
+@health_routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=_SERVING, content_type="application/json")
 
 
-@routes.get("/readyz")
+@health_routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     readiness = services(request).readiness
     if readiness.draining:
@@ -49,7 +54,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready", "checks": sorted(readiness.checks)})
 
 
-@routes.get("/metrics")
+@ops_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = services(request).metrics.render()
     response = web.Response(body=body)
@@ -57,7 +62,7 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-@routes.get("/api/agents")
+@ops_routes.get("/api/agents")
 async def agents(request: web.Request) -> web.Response:
     return json_response(
         {"agents": [stats.to_json() for stats in services(request).metrics.agents()]}

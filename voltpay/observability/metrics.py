@@ -341,6 +341,7 @@ class HttpStats(Collector):
     REQUESTS = "voltpay_http_requests"
     DURATION = "voltpay_http_request_duration_seconds"
     IN_FLIGHT = "voltpay_http_requests_in_flight"
+    CLOSED = "voltpay_http_connections_closed"
     _REQUEST_LABELS = ("route", "method", "status")
     _DURATION_LABELS = ("route", "method")
 
@@ -352,6 +353,10 @@ class HttpStats(Collector):
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         # Requests begun and not yet answered (the front keeps the count).
         self.in_flight = 0
+        # Connections the listener's guard closed: over a client's share, or
+        # with no whole request head in time.
+        self.refused_connections = 0
+        self.slow_connections_closed = 0
         self.requests_family = _Family(self._REQUEST_LABELS, self._count)
         self.duration_family = _Family(self._DURATION_LABELS, self._observe)
 
@@ -397,10 +402,11 @@ class HttpStats(Collector):
             CounterMetricFamily(self.REQUESTS, _REQUESTS_HELP, labels=self._REQUEST_LABELS),
             HistogramMetricFamily(self.DURATION, _DURATION_HELP, labels=self._DURATION_LABELS),
             GaugeMetricFamily(self.IN_FLIGHT, _IN_FLIGHT_HELP),
+            CounterMetricFamily(self.CLOSED, _CLOSED_HELP, labels=("reason",)),
         ]
 
     def collect(self) -> list[Metric]:
-        requests, duration, in_flight = self.describe()
+        requests, duration, in_flight, closed = self.describe()
         assert isinstance(requests, CounterMetricFamily)
         assert isinstance(duration, HistogramMetricFamily)
         assert isinstance(in_flight, GaugeMetricFamily)
@@ -410,12 +416,19 @@ class HttpStats(Collector):
             buckets = list(zip(self._edges, itertools.accumulate(counts), strict=True))
             duration.add_metric([route, method], buckets, total[0])
         in_flight.add_metric([], self.in_flight)
-        return [requests, duration, in_flight]
+        assert isinstance(closed, CounterMetricFamily)
+        closed.add_metric(["over_client_share"], self.refused_connections)
+        closed.add_metric(["no_request_in_time"], self.slow_connections_closed)
+        return [requests, duration, in_flight, closed]
 
 
 _REQUESTS_HELP = "HTTP requests answered, by route template, method and status code."
 _DURATION_HELP = "Time to answer an HTTP request, by route template and method."
 _IN_FLIGHT_HELP = "HTTP requests begun and not yet answered."
+_CLOSED_HELP = (
+    "Connections the listener closed: over the client's share of connections, "
+    "or without a whole request head in time."
+)
 
 
 class _Family:
