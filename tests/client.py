@@ -5,6 +5,7 @@ in-process (integration) and ``voltpay run`` subprocesses (e2e); and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -128,6 +129,13 @@ class Api:
         if funds is not None:
             expected(await self.fund(who, funds), 200, "add funds")
         return who
+
+    async def login(self, who: Customer) -> Customer:
+        """Another session of ``who``: the same customer with a new token."""
+        login = await self.expect(
+            200, "POST", "/api/auth/login", {"username": who.username, "password": who.password}
+        )
+        return dataclasses.replace(who, token=login["token"])
 
     async def register_and_login(self, username: str | None = None) -> Api:
         """Make a new user ``who``; this Api, for chaining."""

@@ -155,3 +155,68 @@ async def test_answers_carry_no_versions_and_no_sniffing(
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         if path.startswith("/api/"):
             assert response.headers["Cache-Control"] == "no-store"
+
+
+async def _register(http: aiohttp.ClientSession, daemon: DaemonProcess, name: str) -> str:
+    password = "ample-Horse-battery-9"
+    body = {"username": name, "password": password, "phoneNumber": "+2348012345678"}
+    async with http.post(daemon.base_url + "/api/auth/register", json=body) as reply:
+        assert reply.status == 201, await reply.text()
+    return password
+
+
+async def _login(session: aiohttp.ClientSession, daemon: DaemonProcess, name: str, pw: str) -> int:
+    body = {"username": name, "password": pw}
+    async with session.post(daemon.base_url + "/api/auth/login", json=body) as reply:
+        await reply.read()
+        return reply.status
+
+
+async def test_a_wrong_password_storm_from_one_address_never_locks_out_the_owner(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    daemon = daemons.start()
+    await daemon.wait_ready(http)
+    password = await _register(http, daemon, "owner")
+    async with _client("127.0.0.2") as attacker:
+        storm = [await _login(attacker, daemon, "owner", f"guess-{n:03d}") for n in range(30)]
+    assert storm.count(401) == 5, storm  # then each further guess waits
+    assert set(storm[5:]) == {429}
+    async with _client("127.0.0.3") as owner:
+        assert await _login(owner, daemon, "OWNER", password) == 200
+
+
+async def test_password_spraying_from_one_address_is_held_back(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    daemon = daemons.start()
+    await daemon.wait_ready(http)
+    password = await _register(http, daemon, "sprayed")
+    async with _client("127.0.0.4") as sprayer:
+        tried = [await _login(sprayer, daemon, f"user{n}", "Summer2026!") for n in range(30)]
+        assert tried.count(401) == 20, tried
+        assert set(tried[20:]) == {429}
+        assert await _login(sprayer, daemon, "sprayed", password) == 429
+    async with _client("127.0.0.5") as owner:
+        assert await _login(owner, daemon, "sprayed", password) == 200
+
+
+async def test_a_login_flood_is_shed_at_once_and_another_client_still_logs_in(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    daemon = daemons.start({"VOLTPAY_AUTH__MAX_FAILED_LOGINS_PER_CLIENT": "100000"})
+    await daemon.wait_ready(http)
+    password = await _register(http, daemon, "quiet")
+    # 60 connections: within one address's share of connections, so every
+    # login of the flood reaches the hashing.
+    async with _client("127.0.0.6", limit=60) as flood, _client("127.0.0.7") as owner:
+        flooding = [
+            asyncio.create_task(_login(flood, daemon, f"ghost{n}", "not-a-password"))
+            for n in range(300)
+        ]
+        await asyncio.sleep(0.2)
+        mine = await _login(owner, daemon, "quiet", password)
+        statuses = await asyncio.gather(*flooding)
+    assert mine == 200, "a share of the hashing is kept for other clients"
+    # The flood gets its share; the rest is refused at once, not queued.
+    assert statuses.count(503) > 0 and set(statuses) <= {401, 503}, sorted(set(statuses))

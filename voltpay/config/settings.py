@@ -28,6 +28,7 @@ from pydantic_settings import (
 # Upper bounds: past them a setting is a typo, and some would overflow a
 # date or a counter at run time (a 500 on every login, say).
 HOUR = 3600
+DAY = 24 * HOUR
 TEN_YEARS = 10 * 365 * 24 * 3600
 # Published events younger than this may be published again at start-up when
 # the embedded bus lost them, which reads their outbox and inbox rows: they are
@@ -184,8 +185,19 @@ class LogSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     token_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=TEN_YEARS)
-    max_failed_logins: int = Field(default=5, ge=1)
-    failed_login_window_seconds: int = Field(default=300, ge=1, le=TEN_YEARS)
+    # Failed logins within the window before attempts wait: for one account
+    # from one client address, from one address over every account, and for
+    # one account from everywhere.
+    max_failed_logins: int = Field(default=5, ge=1, le=1000)
+    max_failed_logins_per_client: int = Field(default=20, ge=1, le=100_000)
+    max_failed_logins_per_account: int = Field(default=100, ge=1, le=100_000)
+    failed_login_window_seconds: int = Field(default=300, ge=10, le=DAY)
+    # The first wait past a limit; it doubles with each failure over it.
+    login_delay_seconds: float = Field(default=30.0, ge=1, le=HOUR)
+    # Password hashing: threads of its own, and how many hashes may wait for
+    # one before more are refused at once (503 with Retry-After).
+    hashing_threads: int = Field(default=2, ge=1, le=64)
+    hashing_queue: int = Field(default=8, ge=0, le=10_000)
 
 
 class LimitsSettings(BaseModel):

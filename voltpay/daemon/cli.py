@@ -69,6 +69,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _add_user(settings: Settings, args: argparse.Namespace) -> int:
+    from voltpay.domain import passwords
     from voltpay.http import auth
     from voltpay.http.bodies import validate
     from voltpay.http.problems import Problem
@@ -94,6 +95,10 @@ async def _add_user(settings: Settings, args: argparse.Namespace) -> int:
         )
     except Problem as problem:
         print(f"voltpay: {problem.detail}", file=sys.stderr)
+        return 2
+    refused = passwords.refusal(body.password, body.username)
+    if refused is not None:
+        print(f"voltpay: {refused}", file=sys.stderr)
         return 2
     await open_database(settings.database.url)
     try:

@@ -32,6 +32,7 @@ from voltpay.daemon.pipeline import Pipeline, open_pipeline
 from voltpay.daemon.systemd import SystemdNotifier
 from voltpay.domain.money import to_minor
 from voltpay.http.app import create_app, ops_app
+from voltpay.http.auth import Hashing
 from voltpay.http.connections import ConnectionGuard, GuardedRunner
 from voltpay.http.context import Readiness, Services
 from voltpay.models.simulated_provider import DatabaseVendStore
@@ -108,6 +109,12 @@ class CompositionRoot:
             instance_id=self._instance_id,
         )
         await self._open("the agents", started_agents(app, self._metrics, self._readiness))
+        hashing = await self._open(
+            "password hashing",
+            closing(
+                Hashing(threads=settings.auth.hashing_threads, queue=settings.auth.hashing_queue)
+            ),
+        )
         services = Services(
             settings=settings,
             metrics=self._metrics,
@@ -116,6 +123,7 @@ class CompositionRoot:
             readiness=self._readiness,
             wake_outbox=pipeline.wake,
             instance_id=self._instance_id,
+            hashing=hashing,
         )
         daemon = Daemon(
             settings=settings,

@@ -32,6 +32,26 @@ class UsernameTaken(DomainError):
     pass
 
 
+class TooManyLogins(DomainError):
+    """Too many failed logins (``voltpay.domain.logins``): wait, then try."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class WrongCredentials(DomainError):
+    """Unknown username or wrong password (the two are not told apart)."""
+
+
+class PasswordRefused(DomainError):
+    """A new password that may not be used (``voltpay.domain.passwords``)."""
+
+
+class HashingBusy(DomainError):
+    """Every password-hashing slot this client may use is taken: try again."""
+
+
 class InsufficientFunds(DomainError):
     """The wallet does not cover the amount."""
 

@@ -13,6 +13,7 @@ from voltpay.agents.bills import BillAnswer, BillCommand
 from voltpay.agents.mailbox import Mailbox
 from voltpay.agents.wallets import AddFunds, FundsAdded
 from voltpay.config import Settings
+from voltpay.http.auth import Hashing
 from voltpay.models import idempotency
 from voltpay.models.tables import User
 from voltpay.observability.metrics import Metrics
@@ -71,6 +72,7 @@ class Services:
     wake_outbox: Callable[[], None]
     # This daemon run: the holder of the Idempotency-Key claims its requests take.
     instance_id: uuid.UUID
+    hashing: Hashing
 
 
 SERVICES = web.AppKey("services", Services)
@@ -78,6 +80,11 @@ CURRENT_USER = web.RequestKey("user", User)
 TOKEN_DIGEST = web.RequestKey("token_digest", str)
 # Set while a request runs under an Idempotency-Key it claimed.
 IDEMPOTENCY_CLAIM = web.RequestKey("idempotency_claim", idempotency.Key)
+
+
+def client_address(request: web.Request) -> str:
+    """The address of the client that sent the request."""
+    return request.remote or "unknown"
 
 
 def services(request: web.Request) -> Services:

@@ -25,6 +25,11 @@ def _retry_after(seconds: int) -> Callable[[Exception], dict[str, str]]:
     return lambda _: {"Retry-After": str(seconds)}
 
 
+def _login_retry(error: Exception) -> dict[str, str]:
+    assert isinstance(error, errors.TooManyLogins)
+    return {"Retry-After": str(error.retry_after_seconds)}
+
+
 def _overloaded_retry(error: Exception) -> dict[str, str]:
     assert isinstance(error, Overloaded)
     return {"Retry-After": str(error.retry_after_seconds)}
@@ -36,6 +41,14 @@ REFUSALS: dict[type[Exception], Refusal] = {
     errors.DomainError: Refusal(422, "refused"),
     errors.NotFound: Refusal(404, "not_found"),
     errors.UsernameTaken: Refusal(409, "username_taken"),
+    errors.TooManyLogins: Refusal(429, "too_many_attempts", _login_retry),
+    errors.WrongCredentials: Refusal(
+        401, "invalid_credentials", detail="wrong username or password"
+    ),
+    errors.PasswordRefused: Refusal(422, "weak_password"),
+    errors.HashingBusy: Refusal(
+        503, "busy", _retry_after(1), "too many logins at once; try again in a second"
+    ),
     errors.InsufficientFunds: Refusal(402, "insufficient_funds"),
     errors.BalanceLimitReached: Refusal(422, "balance_limit_reached"),
     errors.IdempotencyKeyBusy: Refusal(

@@ -103,6 +103,15 @@ class LoginRequest(Body):
     password: Annotated[str, _text("invalid_password", 1, 128, "password")]
 
 
+class ChangePasswordRequest(Body):
+    current_password: Annotated[str, _text("invalid_password", 1, 128, "currentPassword")] = Field(
+        alias="currentPassword", json_schema_extra={"minLength": 1, "maxLength": 128}
+    )
+    new_password: Annotated[str, _text("invalid_password", 8, 128, "newPassword")] = Field(
+        alias="newPassword", json_schema_extra={"minLength": 8, "maxLength": 128}
+    )
+
+
 class AddFundsRequest(Body):
     amount: MoneyIn
 

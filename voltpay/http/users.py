@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from aiohttp import web
 
-from voltpay.domain.errors import UsernameTaken
+from voltpay.domain import passwords
+from voltpay.domain.errors import (
+    PasswordRefused,
+    TooManyLogins,
+    UsernameTaken,
+    WrongCredentials,
+)
 from voltpay.domain.events import rfc3339
+from voltpay.domain.logins import LoginLimits, wait_seconds
 from voltpay.http import auth
 from voltpay.http.bodies import json_response, read_model
-from voltpay.http.context import TOKEN_DIGEST, current_user, services
-from voltpay.http.problems import Problem, unauthorized
-from voltpay.http.schemas import LoginRequest, RegisterRequest
+from voltpay.http.context import TOKEN_DIGEST, client_address, current_user, services
+from voltpay.http.problems import unauthorized
+from voltpay.http.schemas import ChangePasswordRequest, LoginRequest, RegisterRequest
 from voltpay.models import users, wallets
 
 routes = web.RouteTableDef()
@@ -23,7 +29,10 @@ routes = web.RouteTableDef()
 async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterRequest)
     svc = services(request)
-    password_hash = await auth.hash_password(body.password)
+    refused = passwords.refusal(body.password, body.username)
+    if refused is not None:
+        raise PasswordRefused(refused)
+    password_hash = await svc.hashing.hash(body.password, client_address(request))
     try:
         user, wallet, _ = await users.create_user(
             username=body.username,
@@ -45,40 +54,42 @@ async def register(request: web.Request) -> web.Response:
     )
 
 
-async def _start_attempt(username: str, request: web.Request) -> None:
+async def _start_attempt(username: str, client: str, request: web.Request) -> None:
     """Count this attempt as a failure until its password proves right, or
-    refuse it, uncounted, while the username is locked."""
+    refuse it, uncounted, while its account or its client must wait
+    (``voltpay.domain.logins``)."""
     settings = services(request).settings.auth
-    attempt, failures = await users.start_login_attempt(
-        username, settings.failed_login_window_seconds
+    limits = LoginLimits(
+        per_account_and_client=settings.max_failed_logins,
+        per_client=settings.max_failed_logins_per_client,
+        per_account=settings.max_failed_logins_per_account,
+        window_seconds=settings.failed_login_window_seconds,
+        first_delay_seconds=settings.login_delay_seconds,
     )
-    if len(failures) < settings.max_failed_logins:
+    attempt, failures = await users.start_login_attempt(
+        username, client, settings.failed_login_window_seconds
+    )
+    wait = wait_seconds(failures, limits, datetime.now(UTC))
+    if wait is None:
         return
     await users.forget_login_attempt(attempt)
-    unlock_at = failures[-settings.max_failed_logins] + timedelta(
-        seconds=settings.failed_login_window_seconds
-    )
-    wait = max(1, math.ceil((unlock_at - datetime.now(UTC)).total_seconds()))
-    raise Problem(
-        429,
-        "too_many_attempts",
-        f"too many failed logins for this username; try again in {wait} s",
-        headers={"Retry-After": str(wait)},
-    )
+    raise TooManyLogins(wait)
 
 
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest)
     svc = services(request)
-    await _start_attempt(body.username, request)
+    client = client_address(request)
+    await _start_attempt(body.username, client, request)
     user = await users.user_by_username(body.username)
-    if not await auth.verify_password(user.password_hash if user else None, body.password):
-        raise Problem(401, "invalid_credentials", "wrong username or password")
+    hashing = svc.hashing
+    if not await hashing.verify(user.password_hash if user else None, body.password, client):
+        raise WrongCredentials("wrong username or password")
     assert user is not None
     if auth.needs_rehash(user.password_hash):
-        await users.replace_password_hash(user.id, await auth.hash_password(body.password))
-    await users.clear_failures(body.username)
+        await users.replace_password_hash(user.id, await hashing.hash(body.password, client))
+    await users.clear_failures(body.username, client)
     token = auth.new_token()
     expires_at = await users.open_session(
         user.id, auth.token_digest(token), svc.settings.auth.token_ttl_seconds
@@ -92,6 +103,30 @@ async def login(request: web.Request) -> web.Response:
             "walletId": str(wallet_id),
         }
     )
+
+
+@routes.post("/api/auth/logout-all")
+async def logout_all(request: web.Request) -> web.Response:
+    await users.close_sessions(current_user(request).id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/auth/password")
+async def change_password(request: web.Request) -> web.Response:
+    """A new password, given the current one; every other session ends."""
+    body = await read_model(request, ChangePasswordRequest)
+    user = current_user(request)
+    client = client_address(request)
+    hashing = services(request).hashing
+    if not await hashing.verify(user.password_hash, body.current_password, client):
+        raise WrongCredentials("the current password is wrong")
+    refused = passwords.refusal(body.new_password, user.username)
+    if refused is not None:
+        raise PasswordRefused(refused)
+    new_hash = await hashing.hash(body.new_password, client)
+    digest = request[TOKEN_DIGEST]
+    await users.change_password(user.id, new_hash, keep=digest)
+    return web.Response(status=204)
 
 
 @routes.post("/api/auth/logout")

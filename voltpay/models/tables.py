@@ -9,6 +9,9 @@ from tortoise.models import Model
 class User(Model):
     id = fields.UUIDField(primary_key=True)
     username = fields.CharField(max_length=64, unique=True)
+    # The username case-folded: unique (an index of migration 0010), so that
+    # no two accounts differ only in case.
+    username_key = fields.CharField(max_length=64, null=True)
     password_hash = fields.CharField(max_length=255)
     phone_number = fields.CharField(max_length=20)
     created_at = fields.DatetimeField()
@@ -33,6 +36,8 @@ class LoginFailure(Model):
     id = fields.BigIntField(primary_key=True)
     username = fields.CharField(max_length=64)
     failed_at = fields.DatetimeField()
+    # The client address the attempt came from.
+    client = fields.CharField(max_length=64, default="")
 
     class Meta:
         table = "login_failures"

@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 
 from voltpay.domain.errors import UsernameTaken
 from voltpay.domain.events import Event, UserRegistered
+from voltpay.domain.logins import Failures
 from voltpay.models import sql
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import LoginFailure, Session, User, Wallet
@@ -21,13 +22,15 @@ async def create_user(
 ) -> tuple[User, Wallet, Event]:
     """The user, their wallet at 0.00 and the user_registered event, together."""
     now = datetime.now(UTC)
+    key = fold(username)
     try:
         async with in_transaction() as conn:
-            if await User.filter(username=username).using_db(conn).exists():
+            if await User.filter(username_key=key).using_db(conn).exists():
                 raise UsernameTaken(username)
             user = await User.create(
                 id=uuid.uuid4(),
                 username=username,
+                username_key=key,
                 password_hash=password_hash,
                 phone_number=phone_number,
                 created_at=now,
@@ -49,8 +52,13 @@ async def create_user(
     return user, wallet, event
 
 
+def fold(username: str) -> str:
+    """The username as compared: ``Ada`` and ``ada`` are one account."""
+    return username.lower()
+
+
 async def user_by_username(username: str) -> User | None:
-    return await User.get_or_none(username=username)
+    return await User.get_or_none(username_key=fold(username))
 
 
 async def replace_password_hash(user_id: uuid.UUID, password_hash: str) -> None:
@@ -83,30 +91,74 @@ async def close_session(token_hash: str) -> None:
     await Session.filter(token_hash=token_hash).delete()
 
 
-async def start_login_attempt(username: str, window_seconds: int) -> tuple[int, list[datetime]]:
-    """Record a login attempt as failed before its password is checked, and
-    read the failures recorded before it within the window: the attempt's id
-    and those failures' times, oldest first.
+async def close_sessions(user_id: uuid.UUID, *, keep: str | None = None) -> int:
+    """End every session of the user but ``keep`` (a token's hash)."""
+    query = Session.filter(user_id=user_id)
+    if keep is not None:
+        query = query.exclude(token_hash=keep)
+    return await query.delete()
 
-    Counting and recording in one transaction, one username at a time, is
-    what makes the limit hold when attempts come in parallel: counted first
-    and recorded after the password check, a burst of a hundred guesses all
-    read the same low count. The lock is PostgreSQL's transaction-scoped
-    advisory lock (gone at COMMIT, nothing left on the connection); SQLite
-    runs one transaction at a time anyway."""
+
+async def change_password(user_id: uuid.UUID, password_hash: str, *, keep: str) -> None:
+    """The new hash, and every other session of the user ended, together."""
+    async with in_transaction() as conn:
+        await User.filter(id=user_id).using_db(conn).update(password_hash=password_hash)
+        await Session.filter(user_id=user_id).exclude(token_hash=keep).using_db(conn).delete()
+
+
+_FAILURES = (
+    "SELECT "
+    "SUM(CASE WHEN username = $1 AND client = $2 THEN 1 ELSE 0 END) AS account_and_client, "
+    "SUM(CASE WHEN client = $3 THEN 1 ELSE 0 END) AS from_client, "
+    "SUM(CASE WHEN username = $4 THEN 1 ELSE 0 END) AS for_account, "
+    "MAX(failed_at) AS last "
+    "FROM login_failures WHERE failed_at > $5 AND (username = $6 OR client = $7)"
+)
+
+
+async def start_login_attempt(
+    username: str, client: str, window_seconds: int
+) -> tuple[int, Failures]:
+    """Record a login attempt as failed before its password is checked, and
+    read the failures recorded before it within the window, counted for the
+    account from this client, from this client, and for the account.
+
+    Counting and recording in one transaction, one account and one client at
+    a time, is what makes the limits hold when attempts come in parallel:
+    counted first and recorded after the password check, a burst of a
+    hundred guesses all read the same low count. The locks are PostgreSQL's
+    transaction-scoped advisory locks, taken in one order (gone at COMMIT);
+    SQLite runs one transaction at a time anyway."""
     now = datetime.now(UTC)
     since = now - timedelta(seconds=window_seconds)
+    account = fold(username)
     async with in_transaction() as conn:
         if not sql.is_sqlite(conn):
-            await conn.execute_query("SELECT pg_advisory_xact_lock(hashtext($1))", [username])
-        earlier = (
-            await LoginFailure.filter(username=username, failed_at__gt=since)
-            .using_db(conn)
-            .order_by("failed_at")
-            .values_list("failed_at", flat=True)
+            await conn.execute_query(
+                "SELECT pg_advisory_xact_lock(hashtext($1)), pg_advisory_xact_lock(hashtext($2))",
+                ["login:" + account, "client:" + client],
+            )
+        found = await sql.rows(
+            conn, _FAILURES, account, client, client, account, since, account, client
         )
-        attempt = await LoginFailure.create(username=username, failed_at=now, using_db=conn)
-    return attempt.id, list(earlier)  # type: ignore[arg-type]
+        attempt = await LoginFailure.create(
+            username=account, client=client, failed_at=now, using_db=conn
+        )
+    row = found[0] if found else {}
+    last = row.get("last")
+    failures = Failures(
+        account_and_client=int(row.get("account_and_client") or 0),
+        client=int(row.get("from_client") or 0),
+        account=int(row.get("for_account") or 0),
+        last=_moment(last) if last is not None else None,
+    )
+    return attempt.id, failures
+
+
+def _moment(value: object) -> datetime:
+    """A timestamp as PostgreSQL (datetime) or SQLite (its text) returns it."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def forget_login_attempt(attempt_id: int) -> None:
@@ -114,8 +166,9 @@ async def forget_login_attempt(attempt_id: int) -> None:
     await LoginFailure.filter(id=attempt_id).delete()
 
 
-async def clear_failures(username: str) -> None:
-    await LoginFailure.filter(username=username).delete()
+async def clear_failures(username: str, client: str) -> None:
+    """A right password forgives this client's failures for the account."""
+    await LoginFailure.filter(username=fold(username), client=client).delete()
 
 
 async def purge_expired(now: datetime | None = None) -> None:
