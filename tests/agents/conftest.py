@@ -139,7 +139,7 @@ async def agents(
             app, provider, instance, metrics=metrics, bill_ttl_seconds=bill_ttl_seconds
         ),
         wallets=WalletsAgent(
-            app, metrics=metrics, capacity=10, concurrency=1, on_events=lambda: None
+            app, metrics=metrics, capacity=10, concurrency=1, on_events=lambda: None, sandbox=True
         ),
     )
     async with started_agents(app, metrics, Readiness()):

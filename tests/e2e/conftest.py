@@ -305,8 +305,8 @@ async def wait_all_ready(http: aiohttp.ClientSession, started: list[DaemonProces
 
 
 def ledger_sum(transactions: list[dict[str, Any]]) -> Decimal:
-    """credit + refund - debit over a wallet's ledger."""
-    signs = {"credit": 1, "refund": 1, "debit": -1}
+    """credit + refund - debit - reversal over a wallet's ledger."""
+    signs = {"credit": 1, "refund": 1, "debit": -1, "reversal": -1}
     return sum(
         (signs[item["kind"]] * Decimal(item["amount"]) for item in transactions), Decimal("0")
     )

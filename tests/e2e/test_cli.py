@@ -81,3 +81,43 @@ def test_aws_bootstrap_provisions_an_endpoint(tmp_path: Path, external_aws_url: 
     assert "VOLTPAY_AWS__QUEUE_URL=" in first.stdout
     again = run_cli(["aws", "bootstrap"], env, cwd=tmp_path)
     assert again.stdout == first.stdout, "bootstrapping twice changes nothing"
+
+
+async def test_an_operator_is_made_on_the_command_line_only(
+    tmp_path: Path, daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    for name in ("desk_1", "clerk_1"):
+        made = run_cli(
+            ["user", "add", name, "--phone", "+2348011112222", "--password-stdin"]
+            + (["--role", "operator"] if name == "desk_1" else []),
+            cwd=tmp_path,
+            stdin="a long passphrase\n",
+        )
+        assert made.returncode == 0, made.stderr
+    daemon = daemons.start(cwd=tmp_path)
+    await daemon.wait_ready(http)
+    api = Api(http, daemon.base_url)
+
+    async def bearer(name: str) -> dict[str, str]:
+        login = await api.expect(
+            200, "POST", "/api/auth/login", {"username": name, "password": "a long passphrase"}
+        )
+        return {"Authorization": f"Bearer {login['token']}"}
+
+    customer = await api.customer()
+    credit = {"amount": "40.00", "reason": "cash at the Ikeja desk, receipt 118"}
+    path = f"/api/admin/wallets/{customer.wallet_id}/credits"
+    clerk = await bearer("clerk_1")
+    refused = await api.call("POST", path, json=credit, headers=clerk | {"Idempotency-Key": "c1"})
+    assert refused.status == 404
+    operator = await bearer("desk_1")
+    done = await api.expect(201, "POST", path, credit, headers=operator | {"Idempotency-Key": "k1"})
+    assert (done["amount"], done["operator"]) == ("40.00", "desk_1")
+    assert await api.balance(customer) == "40.00"
+
+    granted = run_cli(["user", "grant", "clerk_1", "--role", "operator"], cwd=tmp_path)
+    assert granted.returncode == 0, granted.stderr
+    audit = await api.expect(200, "GET", "/api/admin/audit", headers=clerk)
+    assert [(a["operator"], a["reason"]) for a in audit["items"]] == [("desk_1", credit["reason"])]
+    missing = run_cli(["user", "grant", "nobody_here", "--role", "operator"], cwd=tmp_path)
+    assert missing.returncode == 2

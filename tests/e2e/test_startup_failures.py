@@ -119,3 +119,40 @@ def test_a_provider_setting_checked_at_start_is_bad_configuration(tmp_path: Path
     done = run_cli(["run"], env, cwd=tmp_path, timeout=60)
     assert done.returncode == 78
     assert "VOLTPAY_PROVIDER__TARIFF_PER_KWH" in _one_line(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "VOLTPAY_FUNDING__GATEWAY_URL"),
+        (
+            {"VOLTPAY_FUNDING__GATEWAY_URL": "https://api.paystack.co"},
+            "VOLTPAY_FUNDING__SECRET_KEY",
+        ),
+        (
+            {
+                "VOLTPAY_FUNDING__GATEWAY_URL": "https://api.paystack.co",
+                "VOLTPAY_FUNDING__SECRET_KEY": "sk_live_x",
+            },
+            "VOLTPAY_FUNDING__CALLBACK_URL",
+        ),
+        (
+            {"VOLTPAY_FUNDING__GATEWAY_URL": "http://api.paystack.co"},
+            "VOLTPAY_FUNDING__GATEWAY_URL",
+        ),
+    ],
+)
+def test_gateway_mode_without_its_settings_is_bad_configuration(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    env = {
+        "VOLTPAY_DATABASE__URL": f"sqlite:///{tmp_path / 'v.sqlite3'}",
+        "VOLTPAY_HTTP__PORT": str(free_port()),
+        "VOLTPAY_FUNDING__MODE": "gateway",
+        **env,
+    }
+    done = run_cli(["run"], env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 78
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], done.stderr
+    assert "sk_live_x" not in done.stderr

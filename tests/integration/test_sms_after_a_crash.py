@@ -66,6 +66,7 @@ async def _left_behind(database_url: str) -> tuple[uuid.UUID, str]:
             transaction_id=uuid.uuid4(),
             amount_minor=50000,
             balance_minor=50000,
+            source="sandbox",
         )
         async with in_transaction() as conn:
             event = await record_event(conn, funded, now)

@@ -125,7 +125,12 @@ def test_every_event_type_is_texted_and_each_text_ends_with_its_reference() -> N
     event_id = uuid.UUID("0123456789abcdef0123456789abcdef")
     assert sms_reference(event_id) == "0123456789"
     funded = WalletFunded(
-        user_id=USER, wallet_id=WALLET, transaction_id=event_id, amount_minor=500, balance_minor=500
+        user_id=USER,
+        wallet_id=WALLET,
+        transaction_id=event_id,
+        amount_minor=500,
+        balance_minor=500,
+        source="sandbox",
     )
     text = render_sms(funded, "NGN", sms_reference(event_id))
     assert text.endswith(" Ref 0123456789.")

@@ -44,6 +44,8 @@ SAMPLES: list[Payload] = [
         transaction_id=uuid.UUID("44444444-4444-4444-8444-444444444444"),
         amount_minor=50005,
         balance_minor=50005,
+        source="gateway",
+        reference="vp_0123456789abcdef",
     ),
     # Times travel with millisecond precision.
     BillCreated(user_id=USER, bill=BILL, expires_at=datetime(2026, 11, 27, 12, 30, 0, 250000, UTC)),
@@ -135,6 +137,7 @@ def test_money_reads_back_every_form_format_minor_writes() -> None:
             transaction_id=USER,
             amount_minor=minor,
             balance_minor=minor,
+            source="sandbox",
         )
         assert WalletFunded.from_data(funded.to_data()) == funded
 
@@ -146,8 +149,17 @@ def _assert_refused(type_: str, key: str, value: object) -> None:
         parse_envelope(_envelope(type_, data))
 
 
+# Fields a reader may find absent: events written before they existed.
+_OPTIONAL = {("wallet_funded", "source"), ("wallet_funded", "reference")}
+
+
 def _missing_fields() -> list[tuple[str, str]]:
-    return [(sample.type, key) for sample in SAMPLES for key in sample.to_data()]
+    return [
+        (sample.type, key)
+        for sample in SAMPLES
+        for key in sample.to_data()
+        if (sample.type, key) not in _OPTIONAL
+    ]
 
 
 @pytest.mark.parametrize(("type_", "key"), _missing_fields())
@@ -266,3 +278,18 @@ def test_each_sms_text_is_exactly_what_users_receive() -> None:
     reference = sms_reference(uuid.UUID("0123456789abcdef0123456789abcdef"))
     for payload in SAMPLES:
         assert render_sms(payload, "NGN", reference) == f"{texts[payload.type]} Ref 0123456789."
+
+
+def test_a_wallet_funded_event_without_a_source_was_a_sandbox_credit() -> None:
+    funded = BY_TYPE["wallet_funded"]
+    data = funded.to_data()
+    del data["source"], data["reference"]
+    read = WalletFunded.from_data(data)
+    assert read.source == "sandbox"
+    assert read.reference is None
+
+
+def test_a_wallet_funded_event_with_an_unknown_source_is_malformed() -> None:
+    data = BY_TYPE["wallet_funded"].to_data() | {"source": "gift"}
+    with pytest.raises(MalformedEvent):
+        WalletFunded.from_data(data)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
-from voltpay.config.settings import ConfigurationError, load_settings
+from voltpay.config.settings import ConfigurationError, FundingSettings, load_settings
 
 PG = "postgres://voltpay@127.0.0.1:5432/voltpay"
 
@@ -151,3 +152,32 @@ def test_a_drain_delay_must_fit_in_the_shutdown_grace(database_env: pytest.Monke
         load_settings()
     database_env.setenv("VOLTPAY_HTTP__SHUTDOWN_GRACE_SECONDS", "40")
     assert load_settings().http.drain_delay_seconds == 25
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api.paystack.co", True),
+        ("http://127.0.0.1:8123", True),
+        ("http://localhost:8123/", True),
+        ("http://api.paystack.co", False),
+        ("ftp://api.paystack.co", False),
+        ("api.paystack.co", False),
+    ],
+)
+def test_the_gateway_url_is_https_or_loopback_http(url: str, ok: bool) -> None:
+    if ok:
+        assert FundingSettings(gateway_url=url).gateway_url == url.rstrip("/")
+    else:
+        with pytest.raises(ValidationError):
+            FundingSettings(gateway_url=url)
+
+
+def test_gateway_mode_names_the_first_missing_setting() -> None:
+    assert FundingSettings().missing() is None  # sandbox needs none
+    gateway = FundingSettings(mode="gateway", gateway_url="https://api.paystack.co")
+    assert gateway.missing() == "VOLTPAY_FUNDING__SECRET_KEY"
+    complete = gateway.model_copy(
+        update={"secret_key": SecretStr("sk"), "callback_url": "https://x.example/cb"}
+    )
+    assert complete.missing() is None

@@ -1,4 +1,7 @@
-"""The wallets agent: every credit to a wallet goes through here."""
+"""The wallets agent: the sandbox's instant self-credit (add-funds in
+sandbox funding mode), marked as a sandbox credit in the ledger and its
+event. In gateway mode it credits nothing: money comes in only through the
+fundings agent, from a verified payment or an operator."""
 
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from voltpay.agents.mailbox import Mailbox
-from voltpay.domain.errors import BalanceLimitReached, IdempotencyKeyBusy, WalletNotFound
+from voltpay.domain.errors import (
+    BalanceLimitReached,
+    IdempotencyKeyBusy,
+    SandboxCreditsOff,
+    WalletNotFound,
+)
 from voltpay.domain.events import WalletFunded
 from voltpay.domain.money import format_minor
 from voltpay.domain.wallets import MAX_BALANCE_MINOR
@@ -19,6 +27,7 @@ from voltpay.models import idempotency, money
 from voltpay.models.idempotency import Key as IdempotencyKey
 from voltpay.models.idempotency import StoredResponse
 from voltpay.models.outbox import record_event
+from voltpay.models.wallets import SANDBOX
 from voltpay.observability.metrics import Metrics
 
 
@@ -51,18 +60,27 @@ class WalletsAgent:
         capacity: int,
         concurrency: int,
         on_events: Callable[[], None],
+        sandbox: bool,
     ) -> None:
         self._on_events = on_events
+        self._sandbox = sandbox
         self.mailbox: Mailbox[AddFunds, FundsAdded] = Mailbox(
             app, self.name, self.handle, capacity=capacity, concurrency=concurrency, metrics=metrics
         )
 
     async def handle(self, command: AddFunds) -> FundsAdded:
+        if not self._sandbox:
+            raise SandboxCreditsOff("a wallet is funded by a payment: see the funding intents")
         now = datetime.now(UTC)
         try:
             async with in_transaction() as conn:
                 movement = await money.path(conn).credit(
-                    conn, command.wallet_id, command.amount_minor, now, owner_id=command.user_id
+                    conn,
+                    command.wallet_id,
+                    command.amount_minor,
+                    now,
+                    owner_id=command.user_id,
+                    source=SANDBOX,
                 )
                 funded = WalletFunded(
                     user_id=command.user_id,
@@ -70,6 +88,7 @@ class WalletsAgent:
                     transaction_id=movement.transaction_id,
                     amount_minor=command.amount_minor,
                     balance_minor=movement.balance_after_minor,
+                    source=SANDBOX,
                 )
                 await record_event(conn, funded, now)
                 funds = FundsAdded(

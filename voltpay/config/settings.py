@@ -261,6 +261,71 @@ class OutboxSettings(BaseModel):
     retention_days: int = Field(default=14, ge=REPUBLISH_WINDOW_DAYS, le=3650)
 
 
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+
+
+def _is_loopback(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class FundingSettings(BaseModel):
+    """How money enters a wallet: ``sandbox`` (add-funds credits at once,
+    marked as a sandbox credit) or ``gateway`` (a payment the gateway
+    confirms, then our own verify call)."""
+
+    mode: Literal["sandbox", "gateway"] = "sandbox"
+    # The payment gateway's API (Paystack's Transaction API).
+    gateway_url: str = ""
+    secret_key: SecretStr = SecretStr("")
+    callback_url: str = ""
+    # How long a pending intent waits for its webhook before the reconciler
+    # asks the gateway; then again with doubling waits up to the largest.
+    reconcile_after_seconds: float = Field(default=300.0, gt=0, le=TEN_YEARS)
+    reconcile_max_wait_seconds: float = Field(default=3600.0, gt=0, le=TEN_YEARS)
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0, le=HOUR)
+    # A checkout not paid within this is expired once the gateway agrees.
+    intent_ttl_seconds: int = Field(default=3600, ge=60, le=TEN_YEARS)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # The gateway asks for a customer e-mail; voltpay keeps none, so each
+    # customer gets an address under this domain, made from their user id.
+    customer_email_domain: str = Field(default="customers.voltpay.invalid", min_length=1)
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value.rstrip("/")
+        if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+            return value.rstrip("/")
+        raise ValueError("must be an https:// URL (http:// only for a loopback host)")
+
+    @field_validator("callback_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+        ):
+            raise ValueError("must be an absolute http(s):// URL")
+        return value
+
+    def missing(self) -> str | None:
+        """The first setting gateway mode needs and lacks, as its variable's name."""
+        if self.mode != "gateway":
+            return None
+        needed = {
+            "GATEWAY_URL": self.gateway_url,
+            "SECRET_KEY": self.secret_key.get_secret_value(),
+            "CALLBACK_URL": self.callback_url,
+        }
+        for name, value in needed.items():
+            if not value:
+                return f"VOLTPAY_FUNDING__{name}"
+        return None
+
+
 class SystemdSettings(BaseModel):
     enabled: bool = True
 
@@ -286,6 +351,7 @@ class Settings(BaseSettings):
     billing: BillingSettings = BillingSettings()
     outbox: OutboxSettings = OutboxSettings()
     systemd: SystemdSettings = SystemdSettings()
+    funding: FundingSettings = FundingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -321,8 +387,18 @@ def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings
     path = config_file or os.environ.get("VOLTPAY_CONFIG") or None
     file_values = _read_toml(Path(path)) if path else {}
     try:
-        return Settings(**file_values)
+        settings = Settings(**file_values)
     except ValidationError as exc:
         raise ConfigurationError(_describe(exc)) from None
     except SettingsError as exc:  # e.g. VOLTPAY_HTTP set to something not JSON
         raise ConfigurationError(str(exc)) from None
+    check_complete(settings)
+    return settings
+
+
+def check_complete(settings: Settings) -> None:
+    """ConfigurationError naming the first setting that the chosen modes need
+    and that is empty."""
+    missing = settings.funding.missing()
+    if missing is not None:
+        raise ConfigurationError(f"{missing}: required when VOLTPAY_FUNDING__MODE=gateway")

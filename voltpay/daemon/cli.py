@@ -37,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    add.add_argument(
+        "--role",
+        choices=("customer", "operator"),
+        default="customer",
+        help="operator: may credit any wallet and reverse credits (the API never grants it)",
+    )
+    grant = user.add_parser("grant", help="give an existing user a role")
+    grant.add_argument("username")
+    grant.add_argument("--role", choices=("customer", "operator"), required=True)
     aws = commands.add_parser("aws", help="SNS/SQS resources").add_subparsers(
         dest="aws_command", required=True
     )
@@ -48,6 +57,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     register_secret(settings.twilio.auth_token.get_secret_value())
     register_secret(settings.aws.secret_access_key.get_secret_value())
+    register_secret(settings.funding.secret_key.get_secret_value())
     configure_logging(format=settings.log.format, level=settings.log.level)
     return settings
 
@@ -107,13 +117,30 @@ async def _add_user(settings: Settings, args: argparse.Namespace) -> int:
             password_hash=await auth.hash_password(body.password),
             phone_number=body.phone_number,
             currency=settings.limits.currency,
+            role=args.role,
         )
     except UsernameTaken:
         print(f"voltpay: username {body.username!r} is taken", file=sys.stderr)
         return 2
     finally:
         await close_database()
-    print(f"created user {user.username} ({user.id}) with wallet {wallet.id}")
+    print(f"created user {user.username} ({user.id}) with wallet {wallet.id}, role {args.role}")
+    return EXIT_OK
+
+
+async def _grant(settings: Settings, args: argparse.Namespace) -> int:
+    from voltpay.models import users
+    from voltpay.models.database import close_database, open_database
+
+    await open_database(settings.database.url)
+    try:
+        found = await users.grant_role(args.username, args.role)
+    finally:
+        await close_database()
+    if not found:
+        print(f"voltpay: no user {args.username!r}", file=sys.stderr)
+        return 2
+    print(f"{args.username} is now a {args.role}")
     return EXIT_OK
 
 
@@ -151,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "user" and args.user_command == "grant":
+            return asyncio.run(_grant(settings, args))
         if args.command == "user":
             return asyncio.run(_add_user(settings, args))
         return asyncio.run(_bootstrap(settings))

@@ -22,11 +22,13 @@ from aiohttp import web
 from voltpay import __version__
 from voltpay.agents.app import create_faust_app
 from voltpay.agents.bills import BillsAgent
+from voltpay.agents.fundings import FundingsAgent
 from voltpay.agents.wallets import WalletsAgent
 from voltpay.bridges.electricity import ElectricityProvider, build_provider
+from voltpay.bridges.paystack import PaymentGateway, PaystackGateway
 from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
-from voltpay.config.settings import HttpSettings
+from voltpay.config.settings import HttpSettings, check_complete
 from voltpay.daemon.parts import Housekeeper, closing, database, registered_run, started_agents
 from voltpay.daemon.pipeline import Pipeline, open_pipeline
 from voltpay.daemon.systemd import SystemdNotifier
@@ -57,6 +59,7 @@ class CompositionRoot:
         sms_sender: SmsSender | None = None,
         metrics: Metrics | None = None,
         notifier: SystemdNotifier | None = None,
+        gateway: PaymentGateway | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics or Metrics()
@@ -66,12 +69,20 @@ class CompositionRoot:
         self._provider = provider
         self._sms_sender = sms_sender
         self._notifier = notifier or SystemdNotifier()
+        self._gateway = gateway
         self._opened = AsyncExitStack()
 
     async def start(self) -> Daemon:
         """Open the parts in this order, then set the daemon to work; stop()
         drains it and closes the parts in reverse, however far this got."""
         settings = self._settings
+        check_complete(settings)
+        if settings.funding.mode == "sandbox":
+            log.warning(
+                "funding mode is sandbox: add-funds credits a wallet at once with nothing "
+                "paid (every such credit is marked sandbox); set VOLTPAY_FUNDING__MODE=gateway "
+                "to take real payments"
+            )
         await self._open("the database", database(settings.database, self._readiness))
         await self._open("this run", registered_run(self._instance_id))
         provider = self._provider or build_provider(settings.provider, store=DatabaseVendStore())
@@ -94,6 +105,23 @@ class CompositionRoot:
             capacity=settings.agents.mailbox_size,
             concurrency=settings.agents.wallets_concurrency,
             on_events=pipeline.wake,
+            sandbox=settings.funding.mode == "sandbox",
+        )
+        gateway = self._gateway
+        if gateway is None and settings.funding.mode == "gateway":
+            gateway = await self._open(
+                "the payment gateway", closing(PaystackGateway(settings.funding))
+            )
+        fundings = FundingsAgent(
+            app,
+            settings=settings.funding,
+            currency=settings.limits.currency,
+            gateway=gateway,
+            metrics=self._metrics,
+            capacity=settings.agents.mailbox_size,
+            concurrency=settings.agents.wallets_concurrency,
+            on_events=pipeline.wake,
+            instance_id=self._instance_id,
         )
         bills = BillsAgent(
             app,
@@ -120,6 +148,7 @@ class CompositionRoot:
             metrics=self._metrics,
             bills=bills.mailbox,
             wallets=wallets.mailbox,
+            fundings=fundings.mailbox,
             readiness=self._readiness,
             wake_outbox=pipeline.wake,
             instance_id=self._instance_id,
@@ -133,6 +162,7 @@ class CompositionRoot:
             pipeline=pipeline,
             bills=bills,
             wallets=wallets,
+            fundings=fundings,
             housekeeper=Housekeeper(
                 self._instance_id, retention_days=settings.outbox.retention_days
             ),
@@ -205,6 +235,7 @@ class Daemon:
     pipeline: Pipeline
     bills: BillsAgent
     wallets: WalletsAgent
+    fundings: FundingsAgent
     housekeeper: Housekeeper
     listener: HttpListener
     # /metrics and /api/agents on a port of their own, when one is set.
@@ -219,6 +250,7 @@ class Daemon:
     async def start(self) -> None:
         """Set every part going, the HTTP listener last."""
         self.bills.start_reconciler()
+        self.fundings.start_reconciler()
         self.housekeeper.start()
         self.pipeline.start()
         if self.ops_listener is not None:
@@ -246,9 +278,10 @@ class Daemon:
         if self.ops_listener is not None:
             await self.ops_listener.close()
         await self.pipeline.stop_intake()
-        for agent in (self.bills, self.wallets):
+        for agent in (self.bills, self.wallets, self.fundings):
             await agent.mailbox.close()
         await self.bills.stop_reconciler()
+        await self.fundings.stop_reconciler()
         await self.housekeeper.finished()
         await self.pipeline.drain()
         if self._watchdog is not None:

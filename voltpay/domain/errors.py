@@ -92,3 +92,24 @@ class BillFailed(BillNotPayable):
 
 class VendRefunded(DomainError):
     """The provider could not vend the bill; the payment was refunded."""
+
+
+class SandboxCreditsOff(DomainError):
+    """A credit without a payment, asked for outside the sandbox funding mode."""
+
+
+class FundingNotFound(NotFound):
+    pass
+
+
+class CreditNotFound(NotFound):
+    pass
+
+
+class CreditAlreadyReversed(DomainError):
+    pass
+
+
+class GatewayUnavailable(DomainError):
+    """The payment gateway could not be reached or answered nonsense; nothing
+    was credited."""

@@ -140,9 +140,16 @@ class UserRegistered:
         )
 
 
+FundingSource = Literal["sandbox", "gateway", "operator"]
+FUNDING_SOURCES: tuple[FundingSource, ...] = ("sandbox", "gateway", "operator")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WalletFunded:
-    """A credit to a wallet, and the balance it left."""
+    """A credit to a wallet, and the balance it left. ``source`` says where
+    the money came from: ``sandbox`` (nothing was paid), ``gateway`` (a
+    payment the gateway confirmed; ``reference`` is the funding's) or
+    ``operator``."""
 
     type: ClassVar[Literal["wallet_funded"]] = "wallet_funded"
     user_id: uuid.UUID
@@ -150,25 +157,37 @@ class WalletFunded:
     transaction_id: uuid.UUID
     amount_minor: int
     balance_minor: int
+    source: FundingSource
+    reference: str | None = None
 
     def to_data(self) -> dict[str, str]:
-        return {
+        data = {
             "userId": str(self.user_id),
             "walletId": str(self.wallet_id),
             "transactionId": str(self.transaction_id),
             "amount": format_minor(self.amount_minor),
             "balance": format_minor(self.balance_minor),
+            "source": self.source,
         }
+        if self.reference is not None:
+            data["reference"] = self.reference
+        return data
 
     @classmethod
     def from_data(cls, data: Mapping[str, object]) -> WalletFunded:
         read = _Fields(data)
+        # Every credit before sources were recorded was a sandbox credit.
+        source = read.text("source") if "source" in data else "sandbox"
+        if source not in FUNDING_SOURCES:
+            raise MalformedEvent(f"event data source is not a funding source: {source!r}")
         return cls(
             user_id=read.uuid("userId"),
             wallet_id=read.uuid("walletId"),
             transaction_id=read.uuid("transactionId"),
             amount_minor=read.money("amount"),
             balance_minor=read.money("balance"),
+            source=source,
+            reference=read.text("reference") if "reference" in data else None,
         )
 
 

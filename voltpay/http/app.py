@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 
 from voltpay.agents.mailbox import AgentFailure
 from voltpay.domain.errors import DomainError, IdempotencyKeyBusy
-from voltpay.http import auth, money, operations, users
+from voltpay.http import auth, fundings, money, operations, users
 from voltpay.http.bodies import read_body, stored_response
 from voltpay.http.context import (
     CURRENT_USER,
@@ -25,15 +25,17 @@ from voltpay.http.context import (
     Services,
 )
 from voltpay.http.errors import problem_for
-from voltpay.http.problems import Problem, unauthorized
+from voltpay.http.problems import Problem, not_found, unauthorized
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
+from voltpay.models.users import OPERATOR
 from voltpay.observability.logging import request_id_var
 from voltpay.observability.metrics import HttpStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("voltpay.http")
-PUBLIC_API = frozenset({"/api/auth/register", "/api/auth/login"})
+# The gateway's webhook carries no bearer token: its signature is its auth.
+PUBLIC_API = frozenset({"/api/auth/register", "/api/auth/login", fundings.WEBHOOK_PATH})
 # A login's answer holds a bearer token, which voltpay otherwise keeps only as
 # a hash: stored for replay, it would lie in the clear for a day. Logging in
 # twice is harmless (a second session), so a login's key is checked, not kept;
@@ -199,6 +201,9 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
     if path not in PUBLIC_API and path != "/api/agents":
         await _authenticate(request)
+        if path.startswith(fundings.ADMIN_PREFIX) and request[CURRENT_USER].role != OPERATOR:
+            # To anyone but an operator the operators' routes do not exist.
+            raise not_found()
     return await _idempotent(request, handler)
 
 
@@ -285,7 +290,13 @@ async def _render(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(services: Services) -> web.Application:
     """The main listener's app: the API, health, and the operators' routes
     unless an operations listener serves them (``ops_app``)."""
-    tables = [users.routes, money.routes, operations.routes, operations.health_routes]
+    tables = [
+        users.routes,
+        money.routes,
+        fundings.routes,
+        operations.routes,
+        operations.health_routes,
+    ]
     if services.settings.ops.port is None:
         tables.append(operations.ops_routes)
     return _app(services, tables)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from voltpay.agents.bills import BillAnswer, BillCommand
+from voltpay.agents.fundings import FundingAnswer, FundingCommand
 from voltpay.agents.mailbox import Mailbox
 from voltpay.agents.wallets import AddFunds, FundsAdded
 from voltpay.config import Settings
@@ -68,6 +69,7 @@ class Services:
     metrics: Metrics
     bills: Mailbox[BillCommand, BillAnswer]
     wallets: Mailbox[AddFunds, FundsAdded]
+    fundings: Mailbox[FundingCommand, FundingAnswer]
     readiness: Readiness
     wake_outbox: Callable[[], None]
     # This daemon run: the holder of the Idempotency-Key claims its requests take.

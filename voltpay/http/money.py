@@ -9,6 +9,7 @@ from decimal import Decimal
 from aiohttp import web
 
 from voltpay.agents.bills import CreateBill, PayBill
+from voltpay.agents.fundings import StartFunding
 from voltpay.agents.wallets import AddFunds, FundsAdded
 from voltpay.domain.bills import BillStatus
 from voltpay.domain.errors import BillNotFound, WalletNotFound
@@ -18,7 +19,7 @@ from voltpay.http.context import IDEMPOTENCY_CLAIM, current_user, parse_uuid, se
 from voltpay.http.paging import page_of
 from voltpay.http.problems import field_problem, not_found
 from voltpay.http.schemas import AddFundsRequest, PayRequest, VerifyRequest
-from voltpay.http.views import bill_view, transaction_view, wallet_view
+from voltpay.http.views import bill_view, funding_view, transaction_view, wallet_view
 from voltpay.models import bills as bill_store
 from voltpay.models import idempotency, wallets
 from voltpay.models.tables import Bill, LedgerEntry
@@ -56,8 +57,15 @@ async def add_funds(request: web.Request) -> web.Response:
     wallet_id = _path_id(request, "walletId")
     body = await read_model(request, AddFundsRequest)
     amount_minor = _check_max(body.amount, request)
+    svc = services(request)
+    if svc.settings.funding.mode == "gateway":
+        # Nothing is credited here: the intent is paid on the gateway's page.
+        funding = await svc.fundings.ask(
+            StartFunding(current_user(request).id, wallet_id, amount_minor)
+        )
+        return json_response(funding_view(funding), status=201)
     claim = request.get(IDEMPOTENCY_CLAIM)
-    answer = await services(request).wallets.ask(
+    answer = await svc.wallets.ask(
         AddFunds(
             current_user(request).id,
             wallet_id,

@@ -27,8 +27,19 @@ class Operation:
     query: tuple[str, ...] = ()
     request_optional: bool = False
     extra_success: dict[int, str] = field(default_factory=dict)
+    extra_success_model: type[BaseModel] = s.PaidBillOut
+    headers: tuple[dict[str, Any], ...] = ()
+    idempotent: bool = True
+    key_required: bool = False
 
 
+_SIGNATURE_HEADER: dict[str, Any] = {
+    "name": "x-paystack-signature",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
+    "description": "hex HMAC-SHA512 of the raw body with the gateway secret key",
+}
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
@@ -66,12 +77,81 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/api/wallets/{walletId}/add-funds",
-        "Credit a wallet",
+        "Fund a wallet: in sandbox mode a credit at once (200); in gateway mode a "
+        "funding intent to pay on the gateway's checkout page (201), nothing credited yet",
         "wallets",
         200,
         s.FundsAddedOut,
         s.AddFundsRequest,
-        (404, 422),
+        (403, 404, 422, 502),
+        extra_success={201: "Gateway mode: the funding intent, pending"},
+        extra_success_model=s.FundingOut,
+    ),
+    Operation(
+        "get",
+        "/api/fundings/{fundingId}",
+        "One funding intent of the user's",
+        "fundings",
+        200,
+        s.FundingOut,
+        errors=(404,),
+    ),
+    Operation(
+        "get",
+        "/api/fundings",
+        "The user's funding intents, newest first",
+        "fundings",
+        200,
+        s.FundingPage,
+        errors=(422,),
+        query=("limit", "cursor"),
+    ),
+    Operation(
+        "post",
+        "/api/gateway/paystack/webhook",
+        "The payment gateway's signed event (x-paystack-signature: hex HMAC-SHA512 of "
+        "the raw body with the secret key); 200 also for references that are not ours",
+        "fundings",
+        200,
+        s.WebhookAck,
+        s.PaystackEvent,
+        (401, 404),
+        auth=False,
+        headers=(_SIGNATURE_HEADER,),
+        idempotent=False,
+    ),
+    Operation(
+        "post",
+        "/api/admin/wallets/{walletId}/credits",
+        "Operators only: credit any wallet, with a reason kept in the audit trail "
+        "(404 for anyone else)",
+        "operators",
+        201,
+        s.OperatorCreditOut,
+        s.OperatorCreditRequest,
+        (404, 409, 422, 428),
+        key_required=True,
+    ),
+    Operation(
+        "post",
+        "/api/admin/credits/{creditId}/reversal",
+        "Operators only: take an operator's credit back, once",
+        "operators",
+        201,
+        s.OperatorCreditOut,
+        s.ReversalRequest,
+        (402, 404, 409, 422, 428),
+        key_required=True,
+    ),
+    Operation(
+        "get",
+        "/api/admin/audit",
+        "Operators only: the audit trail of operator actions, newest first (read-only)",
+        "operators",
+        200,
+        s.AuditPage,
+        errors=(404, 422),
+        query=("limit", "cursor"),
     ),
     Operation(
         "get",
@@ -168,6 +248,14 @@ _MODELS: tuple[type[BaseModel], ...] = (
     s.NotificationPage,
     s.ProblemOut,
     s.AgentsOut,
+    s.FundingOut,
+    s.FundingPage,
+    s.WebhookAck,
+    s.PaystackEvent,
+    s.OperatorCreditRequest,
+    s.ReversalRequest,
+    s.OperatorCreditOut,
+    s.AuditPage,
 )
 _QUERY_SCHEMAS = {
     "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
@@ -205,7 +293,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         success["content"] = _json(op.response)
     responses[str(op.success)] = success
     for status, description in op.extra_success.items():
-        responses[str(status)] = {"description": description, "content": _json(s.PaidBillOut)}
+        responses[str(status)] = {
+            "description": description,
+            "content": _json(op.extra_success_model),
+        }
     errors = set(op.errors) | ({401} if op.auth else set())
     if op.method == "post":
         errors |= {400, 413}
@@ -218,15 +309,18 @@ def _operation(op: Operation) -> dict[str, Any]:
             "required": True,
             "schema": {"type": "string", "format": "uuid"},
         }
-        for name in ("walletId", "billId")
+        for name in ("walletId", "billId", "fundingId", "creditId")
         if "{" + name + "}" in op.path
     ]
     parameters += [
         {"name": name, "in": "query", "required": False, "schema": _QUERY_SCHEMAS[name]}
         for name in op.query
     ]
-    if op.method == "post":
-        parameters.append(_IDEMPOTENCY_HEADER)
+    parameters += list(op.headers)
+    if op.method == "post" and op.idempotent:
+        parameters.append(
+            _IDEMPOTENCY_HEADER | {"required": True} if op.key_required else _IDEMPOTENCY_HEADER
+        )
     document: dict[str, Any] = {
         "summary": op.summary,
         "tags": [op.tag],

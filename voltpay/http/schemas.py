@@ -116,6 +116,37 @@ class AddFundsRequest(Body):
     amount: MoneyIn
 
 
+class OperatorCreditRequest(Body):
+    amount: MoneyIn
+    reason: Annotated[str, _text("invalid_reason", 3, 500, "reason")] = Field(
+        description="why the operator credits this wallet (kept in the audit trail)",
+        json_schema_extra={"minLength": 3, "maxLength": 500},
+    )
+
+
+class PaystackCharge(Body):
+    model_config = ConfigDict(extra="allow")
+    reference: str = Field(max_length=64)
+    amount: int = Field(ge=0, description="minor units (kobo)")
+    currency: str
+    status: str
+
+
+class PaystackEvent(Body):
+    """A Paystack webhook event as the gateway sends it (``charge.success``
+    is the one acted on); the signature header authenticates it."""
+
+    model_config = ConfigDict(extra="allow")
+    event: str = Field(examples=["charge.success"])
+    data: PaystackCharge
+
+
+class ReversalRequest(Body):
+    reason: Annotated[str, _text("invalid_reason", 3, 500, "reason")] = Field(
+        json_schema_extra={"minLength": 3, "maxLength": 500}
+    )
+
+
 class VerifyRequest(Body):
     meter_number: Annotated[
         str,
@@ -165,15 +196,69 @@ class FundsAddedOut(Out):
 
 class TransactionOut(Out):
     transaction_id: uuid.UUID = Field(alias="transactionId")
-    kind: Literal["credit", "debit", "refund"]
+    kind: Literal["credit", "debit", "refund", "reversal"]
     amount: MoneyOut
     balance_after: MoneyOut = Field(alias="balanceAfter")
     bill_id: uuid.UUID | None = Field(alias="billId")
+    source: Literal["sandbox", "gateway", "operator"] | None = Field(
+        description="where a credit's money came from; null for a bill's debit and refund"
+    )
     created_at: str = Field(alias="createdAt")
 
 
 class TransactionPage(Out):
     items: list[TransactionOut]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class FundingOut(Out):
+    funding_id: uuid.UUID = Field(alias="fundingId")
+    wallet_id: uuid.UUID = Field(alias="walletId")
+    reference: str
+    amount: MoneyOut
+    currency: str
+    status: Literal["pending", "succeeded", "failed", "expired", "needs_review"]
+    checkout_url: str | None = Field(alias="checkoutUrl")
+    transaction_id: uuid.UUID | None = Field(alias="transactionId")
+    created_at: str = Field(alias="createdAt")
+    expires_at: str = Field(alias="expiresAt")
+    settled_at: str | None = Field(alias="settledAt")
+
+
+class FundingPage(Out):
+    items: list[FundingOut]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class WebhookAck(Out):
+    status: str
+
+
+class OperatorCreditOut(Out):
+    credit_id: uuid.UUID = Field(alias="creditId")
+    wallet_id: uuid.UUID = Field(alias="walletId")
+    amount: MoneyOut
+    reason: str
+    operator: str
+    transaction_id: uuid.UUID = Field(alias="transactionId")
+    created_at: str = Field(alias="createdAt")
+    reversed_at: str | None = Field(alias="reversedAt")
+
+
+class OperatorActionOut(Out):
+    action_id: uuid.UUID = Field(alias="actionId")
+    operator_id: uuid.UUID = Field(alias="operatorId")
+    operator: str
+    action: Literal["credit", "reverse"]
+    wallet_id: uuid.UUID = Field(alias="walletId")
+    subject_id: uuid.UUID = Field(alias="subjectId")
+    amount: MoneyOut
+    reason: str
+    created_at: str = Field(alias="createdAt")
+
+
+class AuditPage(Out):
+    items: list[OperatorActionOut]
     next_cursor: str | None = Field(alias="nextCursor")
 
 

@@ -8,7 +8,15 @@ from voltpay.domain.bills import BillStatus, effective_status
 from voltpay.domain.events import rfc3339
 from voltpay.domain.money import format_minor
 from voltpay.domain.sts import format_token
-from voltpay.models.tables import Bill, LedgerEntry, Notification, Wallet
+from voltpay.models.tables import (
+    Bill,
+    Funding,
+    LedgerEntry,
+    Notification,
+    OperatorAction,
+    OperatorCredit,
+    Wallet,
+)
 
 
 def _time(value: Any) -> str | None:
@@ -53,7 +61,51 @@ def transaction_view(entry: LedgerEntry) -> dict[str, Any]:
         "amount": format_minor(abs(entry.amount_minor)),
         "balanceAfter": format_minor(entry.balance_after_minor),
         "billId": str(entry.bill_id) if entry.bill_id else None,
+        "source": entry.source,
         "createdAt": rfc3339(entry.created_at),
+    }
+
+
+def funding_view(funding: Funding) -> dict[str, Any]:
+    return {
+        "fundingId": str(funding.id),
+        "walletId": str(funding.wallet_id),
+        "reference": funding.reference,
+        "amount": format_minor(funding.amount_minor),
+        "currency": funding.currency,
+        "status": funding.status,
+        "checkoutUrl": funding.checkout_url,
+        "transactionId": str(funding.transaction_id) if funding.transaction_id else None,
+        "createdAt": rfc3339(funding.created_at),
+        "expiresAt": rfc3339(funding.expires_at),
+        "settledAt": _time(funding.settled_at),
+    }
+
+
+def operator_credit_view(credit: OperatorCredit, operator: str) -> dict[str, Any]:
+    return {
+        "creditId": str(credit.id),
+        "walletId": str(credit.wallet_id),
+        "amount": format_minor(credit.amount_minor),
+        "reason": credit.reason,
+        "operator": operator,
+        "transactionId": str(credit.transaction_id),
+        "createdAt": rfc3339(credit.created_at),
+        "reversedAt": _time(credit.reversed_at),
+    }
+
+
+def operator_action_view(action: OperatorAction) -> dict[str, Any]:
+    return {
+        "actionId": str(action.id),
+        "operatorId": str(action.operator_id),
+        "operator": action.operator_username,
+        "action": action.action,
+        "walletId": str(action.wallet_id),
+        "subjectId": str(action.subject_id),
+        "amount": format_minor(action.amount_minor),
+        "reason": action.reason,
+        "createdAt": rfc3339(action.created_at),
     }
 
 

@@ -3,9 +3,10 @@
 ``MoneyPath`` is the whole interface: ``start`` (a bill's pending → processing
 move with its debit and ledger row), ``complete`` (processing → paid with its
 ``payment_completed`` outbox row), ``fail`` (processing → failed with its
-refund, ledger row and ``payment_failed`` outbox row) and ``credit`` (a
+refund, ledger row and ``payment_failed`` outbox row), ``credit`` (a
 wallet's conditional credit and its ledger row, inside the caller's
-transaction). ``path(conn)`` picks the database's path:
+transaction) and ``reverse`` (an operator credit taken back, likewise).
+``path(conn)`` picks the database's path:
 
 - ``OnSqlite`` runs a start and a completion as one transaction each, whole in
   the connection's thread (one trip instead of five);
@@ -52,7 +53,7 @@ from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import sql, sqlite_engine
 from voltpay.models.outbox import OUTBOX_INSERT, OUTBOX_ROW, outbox_values, record_event
 from voltpay.models.tables import Bill, Wallet
-from voltpay.models.wallets import CREDIT, DEBIT, REFUND, credit_guard, debit_guard
+from voltpay.models.wallets import CREDIT, DEBIT, REFUND, REVERSAL, credit_guard, debit_guard
 
 
 def guard(move: Move, first: int, *, table: str = "") -> str:
@@ -143,11 +144,29 @@ class MoneyPath(Protocol):
         owner_id: uuid.UUID | None = None,
         kind: str = CREDIT,
         bill_id: uuid.UUID | None = None,
+        source: str | None = None,
+        funding_id: uuid.UUID | None = None,
     ) -> Movement:
         """The credit and its ledger row in the caller's transaction ``conn``.
-        With ``owner_id``, a credit of the owner's wallet within its largest
-        balance (BalanceLimitReached, WalletNotFound); without, a refund of
-        what a debit took."""
+        A REFUND gives back what a debit took; any other credit stays within
+        the wallet's largest balance (BalanceLimitReached), of the owner's
+        wallet when ``owner_id`` is given (WalletNotFound). ``source`` says
+        where the money came from; ``funding_id`` names the funding it
+        settles, credited once (IntegrityError on a second credit)."""
+
+    async def reverse(
+        self,
+        conn: BaseDBAsyncClient,
+        wallet_id: uuid.UUID,
+        amount_minor: int,
+        moment: datetime,
+        *,
+        funding_id: uuid.UUID,
+        source: str,
+    ) -> Movement:
+        """A credit taken back, in the caller's transaction ``conn``: a
+        conditional debit that cannot take the balance below zero
+        (InsufficientFunds, WalletNotFound), and its ledger row."""
 
 
 def path(conn: BaseDBAsyncClient | None = None) -> MoneyPath:
@@ -196,6 +215,10 @@ _LEDGER_ROW = (
     "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
     "bill_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
+_FUNDING_LEDGER_ROW = (
+    "INSERT INTO ledger_entries (id, wallet_id, kind, amount_minor, balance_after_minor, "
+    "bill_id, created_at, source, funding_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
 _DEBIT = (
     "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
     "WHERE id = $3 AND user_id = $4 AND "
@@ -208,6 +231,15 @@ _CREDIT = (
     + credit_guard("balance_minor", "$5")
     + " RETURNING balance_minor"
 )
+_CREDIT_ANY = (
+    "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
+    "WHERE id = $3 AND " + credit_guard("balance_minor", "$4") + " RETURNING balance_minor"
+)
+_TAKE_BACK = (
+    "UPDATE wallets SET balance_minor = balance_minor - $1, updated_at = $2 "
+    "WHERE id = $3 AND " + debit_guard("balance_minor", "$4") + " RETURNING balance_minor"
+)
+_EXISTS = "SELECT 1 FROM wallets WHERE id = $1"
 _REFUND = (
     "UPDATE wallets SET balance_minor = balance_minor + $1, updated_at = $2 "
     "WHERE id = $3 RETURNING balance_minor"
@@ -288,23 +320,74 @@ class _Shared:
         owner_id: uuid.UUID | None = None,
         kind: str = CREDIT,
         bill_id: uuid.UUID | None = None,
+        source: str | None = None,
+        funding_id: uuid.UUID | None = None,
     ) -> Movement:
         if amount_minor <= 0:
             raise ValueError("a credit must be positive")
-        if owner_id is None:
+        if kind == REFUND:
             # A refund gives back what a debit took: the balance was that high before.
             changed = await sql.rows(conn, _REFUND, amount_minor, moment, wallet_id)
-        else:
+        elif owner_id is not None:
             room = MAX_BALANCE_MINOR - amount_minor
             changed = await sql.rows(conn, _CREDIT, amount_minor, moment, wallet_id, owner_id, room)
             if not changed and await sql.rows(conn, _OWNED, wallet_id, owner_id):
+                raise BalanceLimitReached(str(wallet_id))
+        else:
+            room = MAX_BALANCE_MINOR - amount_minor
+            changed = await sql.rows(conn, _CREDIT_ANY, amount_minor, moment, wallet_id, room)
+            if not changed and await sql.rows(conn, _EXISTS, wallet_id):
                 raise BalanceLimitReached(str(wallet_id))
         if len(changed) != 1:
             raise WalletNotFound(str(wallet_id))
         balance = int(changed[0]["balance_minor"])
         entry_id = uuid.uuid4()
         await sql.execute(
-            conn, _LEDGER_ROW, entry_id, wallet_id, kind, amount_minor, balance, bill_id, moment
+            conn,
+            _FUNDING_LEDGER_ROW,
+            entry_id,
+            wallet_id,
+            kind,
+            amount_minor,
+            balance,
+            bill_id,
+            moment,
+            source,
+            funding_id,
+        )
+        return Movement(entry_id, wallet_id, balance)
+
+    async def reverse(
+        self,
+        conn: BaseDBAsyncClient,
+        wallet_id: uuid.UUID,
+        amount_minor: int,
+        moment: datetime,
+        *,
+        funding_id: uuid.UUID,
+        source: str,
+    ) -> Movement:
+        if amount_minor <= 0:
+            raise ValueError("a reversal must be positive")
+        changed = await sql.rows(conn, _TAKE_BACK, amount_minor, moment, wallet_id, amount_minor)
+        if not changed:
+            if await sql.rows(conn, _EXISTS, wallet_id):
+                raise InsufficientFunds(str(wallet_id))
+            raise WalletNotFound(str(wallet_id))
+        balance = int(changed[0]["balance_minor"])
+        entry_id = uuid.uuid4()
+        await sql.execute(
+            conn,
+            _FUNDING_LEDGER_ROW,
+            entry_id,
+            wallet_id,
+            REVERSAL,
+            -amount_minor,
+            balance,
+            None,
+            moment,
+            source,
+            funding_id,
         )
         return Movement(entry_id, wallet_id, balance)
 

@@ -14,6 +14,8 @@ class User(Model):
     username_key = fields.CharField(max_length=64, null=True)
     password_hash = fields.CharField(max_length=255)
     phone_number = fields.CharField(max_length=20)
+    # customer, or operator (given on the command line only, never by the API).
+    role = fields.CharField(max_length=16, default="customer")
     created_at = fields.DatetimeField()
 
     class Meta:
@@ -72,11 +74,19 @@ class LedgerEntry(Model):
     amount_minor = fields.BigIntField()
     balance_after_minor = fields.BigIntField()
     bill_id = fields.UUIDField(null=True)
+    # Where a credit's money came from: sandbox (nothing paid), gateway (a
+    # verified payment) or operator (cash or a transfer an operator answers
+    # for); None for a bill's debit and refund.
+    source = fields.CharField(max_length=16, null=True)
+    # The funding intent or operator credit the entry settles. Unique with
+    # the kind: one credit (and one reversal) per funding, whatever retries.
+    funding_id = fields.UUIDField(null=True)
     created_at = fields.DatetimeField()
 
     class Meta:
         table = "ledger_entries"
         indexes = (("wallet_id", "created_at", "id"),)
+        unique_together = (("funding_id", "kind"),)
 
 
 class Bill(Model):
@@ -106,6 +116,72 @@ class Bill(Model):
     class Meta:
         table = "bills"
         indexes = (("user_id", "created_at", "id"),)
+
+
+class Funding(Model):
+    """A funding intent: a payment the customer makes on the gateway's page,
+    credited once the gateway's verify call confirms it."""
+
+    id = fields.UUIDField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="fundings", on_delete=fields.CASCADE
+    )
+    wallet_id = fields.UUIDField()
+    # Ours, sent to the gateway, unique: the key every webhook and verify names.
+    reference = fields.CharField(max_length=64, unique=True)
+    amount_minor = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    status = fields.CharField(max_length=16)
+    checkout_url = fields.CharField(max_length=1024, null=True)
+    access_code = fields.CharField(max_length=128, null=True)
+    transaction_id = fields.UUIDField(null=True)
+    review_reason = fields.CharField(max_length=255, null=True)
+    checks = fields.IntField(default=0)
+    next_check_at = fields.DatetimeField()
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    settled_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "fundings"
+        indexes = (("user_id", "created_at", "id"), ("status", "next_check_at"))
+
+
+class OperatorCredit(Model):
+    """Money an operator put into a wallet, and its reversal if any."""
+
+    id = fields.UUIDField(primary_key=True)
+    wallet_id = fields.UUIDField()
+    operator_id = fields.UUIDField()
+    amount_minor = fields.BigIntField()
+    reason = fields.CharField(max_length=500)
+    transaction_id = fields.UUIDField()
+    created_at = fields.DatetimeField()
+    reversed_at = fields.DatetimeField(null=True)
+    reversal_transaction_id = fields.UUIDField(null=True)
+
+    class Meta:
+        table = "operator_credits"
+
+
+class OperatorAction(Model):
+    """The audit trail of operators: who did what, when and why. Rows are
+    only ever inserted, in the transaction of the action they record."""
+
+    id = fields.UUIDField(primary_key=True)
+    operator_id = fields.UUIDField()
+    operator_username = fields.CharField(max_length=64)
+    action = fields.CharField(max_length=32)
+    wallet_id = fields.UUIDField()
+    subject_id = fields.UUIDField()
+    amount_minor = fields.BigIntField()
+    reason = fields.CharField(max_length=500)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "operator_actions"
+        indexes = (("created_at", "id"),)
 
 
 class OutboxEvent(Model):

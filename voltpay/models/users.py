@@ -16,11 +16,21 @@ from voltpay.models import sql
 from voltpay.models.outbox import record_event
 from voltpay.models.tables import LoginFailure, Session, User, Wallet
 
+CUSTOMER = "customer"
+OPERATOR = "operator"
+ROLES = (CUSTOMER, OPERATOR)
+
 
 async def create_user(
-    *, username: str, password_hash: str, phone_number: str, currency: str
+    *,
+    username: str,
+    password_hash: str,
+    phone_number: str,
+    currency: str,
+    role: str = CUSTOMER,
 ) -> tuple[User, Wallet, Event]:
-    """The user, their wallet at 0.00 and the user_registered event, together."""
+    """The user, their wallet at 0.00 and the user_registered event, together.
+    Only the command line makes an operator."""
     now = datetime.now(UTC)
     key = fold(username)
     try:
@@ -33,6 +43,7 @@ async def create_user(
                 username_key=key,
                 password_hash=password_hash,
                 phone_number=phone_number,
+                role=role,
                 created_at=now,
                 using_db=conn,
             )
@@ -176,3 +187,8 @@ async def purge_expired(now: datetime | None = None) -> None:
     moment = now or datetime.now(UTC)
     await Session.filter(expires_at__lte=moment).delete()
     await LoginFailure.filter(failed_at__lte=moment - timedelta(days=1)).delete()
+
+
+async def grant_role(username: str, role: str) -> bool:
+    """Give the user ``role``; False when there is no such user."""
+    return bool(await User.filter(username_key=fold(username)).update(role=role))

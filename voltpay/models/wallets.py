@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Final
 
 from tortoise.functions import Sum
 from tortoise.queryset import ValuesListQuery
@@ -19,6 +19,13 @@ from voltpay.models.tables import LedgerEntry, Wallet
 CREDIT = "credit"
 DEBIT = "debit"
 REFUND = "refund"
+# An operator's credit taken back (negative, as a debit is).
+REVERSAL = "reversal"
+
+# Where a credit's money came from (ledger_entries.source).
+SANDBOX: Final = "sandbox"
+GATEWAY: Final = "gateway"
+OPERATOR: Final = "operator"
 
 
 def debit_guard(balance: str, amount: str) -> str:

@@ -169,6 +169,22 @@ class Metrics:
             registry=registry,
         )
 
+        self.fundings = Counter(
+            "voltpay_fundings_total",
+            "Funding intents and operator credits by outcome: initiated, credited, "
+            "failed, expired, needs_review (a verified payment that does not match its "
+            "intent, not credited), operator_credited, operator_reversed.",
+            ("outcome",),
+            registry=registry,
+        )
+        self.gateway_webhooks = Counter(
+            "voltpay_gateway_webhooks_total",
+            "Payment gateway webhooks by result: credited, duplicate, unknown_reference, "
+            "deferred, bad_signature, ignored, and the intent statuses.",
+            ("result",),
+            registry=registry,
+        )
+
         sender = ("sender",)
         self.sms_sent = Counter(
             "voltpay_sms_sent_total",
