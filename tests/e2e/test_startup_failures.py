@@ -17,13 +17,13 @@ from tests.e2e.conftest import daemon_environment, free_port, run_cli
 
 
 @pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A port that accepts connections and never answers on them."""
+def silent_server() -> Iterator[socket.socket]:
+    """A listening socket that accepts connections and never answers on them."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     try:
-        yield listener.getsockname()[1]
+        yield listener
     finally:
         listener.close()
 
@@ -63,11 +63,12 @@ def test_a_refused_database_is_one_line(tmp_path: Path) -> None:
 
 
 def test_sigterm_while_the_database_does_not_answer_stops_it_at_once(
-    tmp_path: Path, silent_server: int
+    tmp_path: Path, silent_server: socket.socket
 ) -> None:
+    port = silent_server.getsockname()[1]
     env = daemon_environment(
         {
-            "VOLTPAY_DATABASE__URL": f"postgres://postgres@127.0.0.1:{silent_server}/voltpay",
+            "VOLTPAY_DATABASE__URL": f"postgres://postgres@127.0.0.1:{port}/voltpay",
             "VOLTPAY_HTTP__PORT": str(free_port()),
         }
     )
@@ -81,11 +82,14 @@ def test_sigterm_while_the_database_does_not_answer_stops_it_at_once(
         text=True,
     )
     try:
-        time.sleep(3)  # imported, and waiting on the database
-        assert process.poll() is None, process.communicate()
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
+        # Imported, started, and waiting on the database: it has connected.
+        silent_server.settimeout(60)
+        waiting, _ = silent_server.accept()
+        with waiting:  # and never answered
+            assert process.poll() is None, process.communicate()
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=20)
         # Before, it went on waiting for the database (twice 60 s), then failed.
         assert time.monotonic() - sent < 5, stderr
         assert process.returncode == 0, stderr
@@ -97,10 +101,12 @@ def test_sigterm_while_the_database_does_not_answer_stops_it_at_once(
 
 
 def test_a_database_that_never_answers_fails_in_bounded_time(
-    tmp_path: Path, silent_server: int
+    tmp_path: Path, silent_server: socket.socket
 ) -> None:
     env = {
-        "VOLTPAY_DATABASE__URL": f"postgres://postgres@127.0.0.1:{silent_server}/voltpay",
+        "VOLTPAY_DATABASE__URL": (
+            f"postgres://postgres@127.0.0.1:{silent_server.getsockname()[1]}/voltpay"
+        ),
         "VOLTPAY_HTTP__PORT": str(free_port()),
     }
     started = time.monotonic()

@@ -103,7 +103,7 @@ async def test_the_migration_renames_accounts_that_differ_only_in_case(database:
         await sql.execute(
             conn,
             "INSERT INTO users (id, username, username_key, password_hash, phone_number, "
-            "created_at) VALUES ($1, $2, NULL, $3, $4, $5)",
+            "role, created_at) VALUES ($1, $2, NULL, $3, $4, 'customer', $5)",
             user_id,
             name,
             "x",
