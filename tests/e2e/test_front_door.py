@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from tests.client import eventually
+from tests.client import Api, eventually
 from tests.e2e.conftest import DaemonProcess, Daemons, free_port
 
 
@@ -218,5 +219,33 @@ async def test_a_login_flood_is_shed_at_once_and_another_client_still_logs_in(
         mine = await _login(owner, daemon, "quiet", password)
         statuses = await asyncio.gather(*flooding)
     assert mine == 200, "a share of the hashing is kept for other clients"
-    # The flood gets its share; the rest is refused at once, not queued.
-    assert statuses.count(503) > 0 and set(statuses) <= {401, 503}, sorted(set(statuses))
+    # The flood gets its share of the hashing, and of the requests in flight;
+    # the rest is refused at once (503 busy, 429 too many requests), not queued.
+    assert statuses.count(503) > 0 and set(statuses) <= {401, 429, 503}, sorted(set(statuses))
+
+
+async def test_one_user_s_flood_leaves_another_user_served(
+    daemons: Daemons, http: aiohttp.ClientSession
+) -> None:
+    """One user's 1,200 verifies at once, 120 connections wide, against
+    another's 20: the flood is held to its share (429), the other is served."""
+    daemon = daemons.start({"VOLTPAY_AGENTS__MAILBOX_SIZE": "100"})
+    await daemon.wait_ready(http)
+    async with _client("127.0.0.2", limit=120) as loud, _client("127.0.0.3") as quiet:
+        flooder = await Api(loud, daemon.base_url).customer()
+        other = await Api(quiet, daemon.base_url).customer()
+        flooding = [
+            asyncio.create_task(Api(loud, daemon.base_url).bill(flooder, "10.00"))
+            for _ in range(1200)
+        ]
+        await asyncio.sleep(0.2)
+        mine = []
+        for _ in range(4):  # 20 verifies, five at a time
+            mine += await asyncio.gather(
+                *(Api(quiet, daemon.base_url).bill(other, "10.00") for _ in range(5))
+            )
+        flood = await asyncio.gather(*flooding)
+    assert [reply.status for reply in mine] == [201] * 20, {r.status for r in mine}
+    statuses = Counter(reply.status for reply in flood)
+    assert set(statuses) <= {201, 429} and statuses[429] > 0, statuses
+    assert all(reply.body["code"] == "too_many_requests" for reply in flood if reply.status == 429)

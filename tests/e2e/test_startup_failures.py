@@ -162,3 +162,21 @@ def test_gateway_mode_without_its_settings_is_bad_configuration(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], done.stderr
     assert "sk_live_x" not in done.stderr
+
+
+def test_a_start_in_another_currency_than_the_wallets_hold_is_refused(tmp_path: Path) -> None:
+    env = {
+        "VOLTPAY_DATABASE__URL": f"sqlite:///{tmp_path / 'v.sqlite3'}",
+        "VOLTPAY_HTTP__PORT": str(free_port()),
+    }
+    made = run_cli(
+        ["user", "add", "naira_holder", "--phone", "+2348011112222", "--password-stdin"],
+        env,
+        cwd=tmp_path,
+        stdin="a long passphrase\n",
+    )
+    assert made.returncode == 0, made.stderr
+    done = run_cli(["run"], {**env, "VOLTPAY_LIMITS__CURRENCY": "USD"}, cwd=tmp_path, timeout=60)
+    assert done.returncode == 78
+    line = _one_line(done.stderr)
+    assert "VOLTPAY_LIMITS__CURRENCY" in line and "NGN" in line

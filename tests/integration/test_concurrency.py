@@ -16,6 +16,14 @@ from voltpay.models import wallets
 from voltpay.models.tables import LedgerEntry, Wallet
 
 pytestmark = pytest.mark.timeout(240)
+# One user's requests all at once: what is tested is the ledger under
+# concurrency, not the front door's share per user, which is lifted here.
+ALL_AT_ONCE = {"http": {"max_in_flight_per_user": 10_000, "max_connections_per_client": 10_000}}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, dict[str, Any]]:
+    return ALL_AT_ONCE
 
 
 async def _ledger_matches(wallet_id: str) -> int:
@@ -26,7 +34,8 @@ async def _ledger_matches(wallet_id: str) -> int:
 
 
 @pytest.mark.parametrize(
-    "settings_overrides", [{"agents": {"bills_concurrency": 32, "mailbox_size": 1000}}]
+    "settings_overrides",
+    [{"agents": {"bills_concurrency": 32, "mailbox_size": 1000}, **ALL_AT_ONCE}],
 )
 async def test_200_pays_against_a_wallet_that_affords_100(api: Api, daemon: Daemon) -> None:
     who = await api.customer(funds="1000.00")

@@ -55,7 +55,12 @@ class HttpSettings(BaseModel):
     # An idle keep-alive connection is closed after this long.
     idle_timeout_seconds: float = Field(default=15.0, ge=1, le=HOUR)
     # Open connections one client address may hold; more are closed at once.
-    max_connections_per_client: int = Field(default=64, ge=1, le=100_000)
+    max_connections_per_client: int = Field(default=128, ge=1, le=100_000)
+    # Requests one user (or, before logging in, one client address) may have
+    # in flight at once; more answer 429 at once, so that nobody's flood
+    # takes the mailboxes, the database pool or the CPU from the others.
+    max_in_flight_per_user: int = Field(default=16, ge=1, le=100_000)
+    max_in_flight_per_client: int = Field(default=32, ge=1, le=100_000)
 
     @field_validator("drain_delay_seconds")
     @classmethod

@@ -27,7 +27,7 @@ from voltpay.agents.wallets import WalletsAgent
 from voltpay.bridges.electricity import ElectricityProvider, build_provider
 from voltpay.bridges.paystack import PaymentGateway, PaystackGateway
 from voltpay.bridges.sms import SmsSender
-from voltpay.config import Settings
+from voltpay.config import ConfigurationError, Settings
 from voltpay.config.settings import HttpSettings, check_complete
 from voltpay.daemon.parts import Housekeeper, closing, database, registered_run, started_agents
 from voltpay.daemon.pipeline import Pipeline, open_pipeline
@@ -37,6 +37,7 @@ from voltpay.http.app import create_app, ops_app
 from voltpay.http.auth import Hashing
 from voltpay.http.connections import ConnectionGuard, GuardedRunner
 from voltpay.http.context import Readiness, Services
+from voltpay.models import wallets as wallet_store
 from voltpay.models.simulated_provider import DatabaseVendStore
 from voltpay.observability.metrics import Metrics
 
@@ -84,6 +85,7 @@ class CompositionRoot:
                 "to take real payments"
             )
         await self._open("the database", database(settings.database, self._readiness))
+        await _same_currency(settings.limits.currency)
         await self._open("this run", registered_run(self._instance_id))
         provider = self._provider or build_provider(settings.provider, store=DatabaseVendStore())
         await self._open("the provider", closing(provider))
@@ -200,6 +202,17 @@ class CompositionRoot:
             _leaving(f"closing {name}", lambda: part.__aexit__(None, None, None))
         )
         return opened
+
+
+async def _same_currency(currency: str) -> None:
+    """Every wallet is charged, credited and texted in the currency it was
+    opened in, which is the configured one: a start with another currency on
+    a database whose wallets hold money in one is a configuration error."""
+    held = await wallet_store.other_currency(currency)
+    if held is not None:
+        raise ConfigurationError(
+            f"VOLTPAY_LIMITS__CURRENCY: {currency}, but this database's wallets are in {held}"
+        )
 
 
 def _leaving(what: str, step: Callable[[], Awaitable[object]]) -> Exit:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import hdrs, web
 
@@ -23,6 +25,7 @@ from voltpay.http.context import (
     TOKEN_DIGEST,
     Readiness,
     Services,
+    client_address,
 )
 from voltpay.http.errors import problem_for
 from voltpay.http.problems import Problem, not_found, unauthorized
@@ -196,15 +199,55 @@ def _problem_response(request: web.Request, error: Exception) -> web.StreamRespo
     return Problem(500, "internal_error", "something went wrong on our side").response()
 
 
+class Shares:
+    """Requests in flight per user (per client address before a session):
+    past a share, a request is refused at once (429) instead of queueing
+    behind its own sender's flood, ahead of everybody else."""
+
+    def __init__(self, *, per_user: int, per_client: int) -> None:
+        self._per_user = per_user
+        self._per_client = per_client
+        self._in_flight: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def taken(self, request: web.Request) -> Iterator[None]:
+        user = request.get(CURRENT_USER)
+        if user is not None:
+            key, limit = str(user.id), self._per_user
+        else:
+            key, limit = "client " + client_address(request), self._per_client
+        if self._in_flight[key] >= limit:
+            raise Problem(
+                429,
+                "too_many_requests",
+                f"at most {limit} requests at once; wait for an answer before sending more",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight[key] += 1
+        try:
+            yield
+        finally:
+            left = self._in_flight[key] - 1
+            if left:
+                self._in_flight[key] = left
+            else:
+                del self._in_flight[key]
+
+
+SHARES = web.AppKey("shares", Shares)
+
+
 async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer authentication, then Idempotency-Key, for /api/ routes only."""
+    """Bearer authentication, the sender's share, then Idempotency-Key, for
+    /api/ routes only."""
     path = request.path
     if path not in PUBLIC_API and path != "/api/agents":
         await _authenticate(request)
         if path.startswith(fundings.ADMIN_PREFIX) and request[CURRENT_USER].role != OPERATOR:
             # To anyone but an operator the operators' routes do not exist.
             raise not_found()
-    return await _idempotent(request, handler)
+    with request.app[SHARES].taken(request):
+        return await _idempotent(request, handler)
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -313,6 +356,10 @@ def _app(services: Services, tables: list[web.RouteTableDef]) -> web.Application
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = services
+    http = services.settings.http
+    app[SHARES] = Shares(
+        per_user=http.max_in_flight_per_user, per_client=http.max_in_flight_per_client
+    )
     front = Front(services.metrics.http, services.readiness)
     for routes in tables:
         front.add_routes(app, routes)

@@ -86,3 +86,9 @@ async def ledger_sum(wallet_id: uuid.UUID) -> int:
         .values_list("total", flat=True)
     )
     return int(rows[0] or 0) if rows else 0  # type: ignore[arg-type]
+
+
+async def other_currency(currency: str) -> str | None:
+    """A currency some wallet holds other than ``currency``, if any."""
+    found = await Wallet.exclude(currency=currency).limit(1).values_list("currency", flat=True)
+    return str(found[0]) if found else None
