@@ -30,12 +30,16 @@ ENV PATH=/opt/voltpay/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VOLTPAY_HTTP__HOST=0.0.0.0 \
+    VOLTPAY_OPS__HOST=0.0.0.0 \
+    VOLTPAY_OPS__PORT=9090 \
     VOLTPAY_DATABASE__URL=sqlite:///var/lib/voltpay/voltpay.sqlite3
 WORKDIR /var/lib/voltpay
 VOLUME ["/var/lib/voltpay"]
 # Numeric, so orchestrators that enforce runAsNonRoot can verify it.
 USER 10001:10001
-EXPOSE 8080
+# 8080: the API. 9090: /metrics and /api/agents (the operations listener),
+# for the monitoring network only: publish it to nobody else.
+EXPOSE 8080 9090
 STOPSIGNAL SIGTERM
 # No curl in the slim image; python is there anyway. Follows the default port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

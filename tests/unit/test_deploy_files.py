@@ -84,8 +84,16 @@ def test_dockerfile_serves_on_all_interfaces_with_state_in_a_volume() -> None:
     assert "VOLTPAY_HTTP__HOST=0.0.0.0" in text
     assert "VOLTPAY_DATABASE__URL=sqlite:///var/lib/voltpay/" in text
     assert any(k == "VOLUME" and "/var/lib/voltpay" in a for k, a in stage)
-    assert ("EXPOSE", "8080") in stage
+    assert ("EXPOSE", "8080 9090") in stage
     assert ("STOPSIGNAL", "SIGTERM") in stage
+
+
+def test_the_deployments_keep_metrics_and_agents_off_the_public_listener() -> None:
+    stage = final_stage(dockerfile_instructions())
+    text = "\n".join(f"{keyword} {arguments}" for keyword, arguments in stage)
+    assert "VOLTPAY_OPS__PORT=9090" in text
+    unit = (ROOT / "contrib" / "voltpay.service").read_text()
+    assert "Environment=VOLTPAY_OPS__PORT=9090" in unit
 
 
 def test_dockerfile_sqlite_url_is_an_absolute_path_for_tortoise() -> None:
