@@ -93,7 +93,7 @@ def test_the_deployments_keep_metrics_and_agents_off_the_public_listener() -> No
     text = "\n".join(f"{keyword} {arguments}" for keyword, arguments in stage)
     assert "VOLTPAY_OPS__PORT=9090" in text
     unit = (ROOT / "contrib" / "voltpay.service").read_text()
-    assert "Environment=VOLTPAY_OPS__PORT=9090" in unit
+    assert re.search(r"^Environment=.*\bVOLTPAY_OPS__PORT=9090\b", unit, re.MULTILINE)
 
 
 def test_dockerfile_sqlite_url_is_an_absolute_path_for_tortoise() -> None:
