@@ -14,7 +14,7 @@ from tests.conftest import new_user
 from voltpay.agents.app import create_faust_app
 from voltpay.bridges.electricity import RequeryResult, SimulatedProvider
 from voltpay.models import bills as bill_store
-from voltpay.models import leases, wallets
+from voltpay.models import leases, money
 from voltpay.models.tables import Bill, LedgerEntry
 
 
@@ -38,7 +38,7 @@ async def _stuck_bill() -> Bill:
     user_id, wallet_id = await new_user()
     now = datetime.now(UTC)
     async with in_transaction() as conn:
-        await wallets.credit(conn, wallet_id, 100_00, now)
+        await money.path(conn).credit(conn, wallet_id, 100_00, now)
     bill, _ = await bill_store.create_bill(
         bill_store.NewBill(
             user_id=user_id,
