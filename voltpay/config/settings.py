@@ -3,11 +3,13 @@ names) over an optional TOML file over the defaults below."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -17,9 +19,11 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -39,6 +43,19 @@ class ConfigurationError(Exception):
     """A setting is missing or wrong; the message names it in one line."""
 
 
+def _comma_separated(value: object) -> object:
+    """A list setting written as ``a,b,c`` (environment) or as a list (TOML)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# An E.164 prefix: "+" and 1 to 15 digits, the first not 0.
+_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
+Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode]
+Prefixes = Annotated[tuple[str, ...], NoDecode]
+
+
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -48,6 +65,20 @@ class HttpSettings(BaseModel):
     # answer closing its connection) before the listener closes, so a load
     # balancer moves traffic away first. Part of the grace above.
     drain_delay_seconds: float = Field(default=0.0, ge=0, le=HOUR)
+    # The proxies (CIDRs) whose X-Forwarded-For names the client address;
+    # nobody else's is believed.
+    trusted_proxies: Networks = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        value = _comma_separated(value)
+        if isinstance(value, tuple | list):
+            try:
+                return tuple(ipaddress.ip_network(str(part), strict=False) for part in value)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR like 10.0.0.0/8: {exc}") from None
+        return value
 
     @field_validator("drain_delay_seconds")
     @classmethod
@@ -156,6 +187,55 @@ class TwilioSettings(BaseModel):
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token.get_secret_value() and self.from_number)
 
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TwilioSettings:
+        """Half a configuration would send no SMS while looking healthy."""
+        given = {
+            "ACCOUNT_SID": bool(self.account_sid),
+            "AUTH_TOKEN": bool(self.auth_token.get_secret_value()),
+            "FROM_NUMBER": bool(self.from_number),
+        }
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(f"VOLTPAY_TWILIO__{name}" for name, ok in given.items() if not ok)
+            raise ValueError(f"set all three Twilio settings or none; missing {missing}")
+        return self
+
+
+class SmsSettings(BaseModel):
+    """Who may receive an SMS, and how one-time codes are rationed."""
+
+    # Registration and every SMS are refused for numbers outside these.
+    allowed_prefixes: Prefixes = ("+234",)
+    code_ttl_seconds: int = Field(default=600, ge=60, le=HOUR)
+    # Wrong guesses that one code allows; then it is spent.
+    code_max_guesses: int = Field(default=5, ge=1, le=20)
+    # The least time between two codes to one number.
+    code_resend_seconds: int = Field(default=60, ge=1, le=HOUR)
+    codes_per_number_per_day: int = Field(default=5, ge=1, le=1000)
+    codes_per_client_per_hour: int = Field(default=10, ge=1, le=100_000)
+    # Every number together: the most codes the operator pays for in a day.
+    codes_per_day: int = Field(default=2000, ge=1, le=10_000_000)
+
+    @field_validator("allowed_prefixes", mode="before")
+    @classmethod
+    def _prefixes(cls, value: object) -> object:
+        value = _comma_separated(value)
+        if isinstance(value, tuple | list):
+            for prefix in value:
+                if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+                    raise ValueError(f"{prefix!r} is not an E.164 prefix like +234")
+            if not value:
+                raise ValueError("name at least one prefix, like +234")
+        return value
+
+
+class SignupSettings(BaseModel):
+    # Whether SMS other than the one-time code wait for the number to be
+    # verified. API.md: true in gateway funding mode, false in sandbox; the
+    # funding mode's default is applied in Settings._signup_defaults.
+    verify_phone: bool = False
+    per_client_per_hour: int = Field(default=30, ge=1, le=1_000_000)
+
 
 class LogSettings(BaseModel):
     format: Literal["auto", "text", "json"] = "auto"
@@ -245,6 +325,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     aws: AwsSettings = AwsSettings()
     twilio: TwilioSettings = TwilioSettings()
+    sms: SmsSettings = SmsSettings()
+    signup: SignupSettings = SignupSettings()
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -253,6 +335,13 @@ class Settings(BaseSettings):
     billing: BillingSettings = BillingSettings()
     outbox: OutboxSettings = OutboxSettings()
     systemd: SystemdSettings = SystemdSettings()
+
+    @model_validator(mode="after")
+    def _signup_defaults(self) -> Settings:
+        """Defaults that hang on other settings. When funding has a gateway
+        mode, VOLTPAY_SIGNUP__VERIFY_PHONE defaults to true in it: apply that
+        here, where ``self.signup.model_fields_set`` tells whether it was set."""
+        return self
 
     @classmethod
     def settings_customise_sources(
