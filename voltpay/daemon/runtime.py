@@ -115,6 +115,7 @@ class CompositionRoot:
             readiness=self._readiness,
             wake_outbox=pipeline.wake,
             instance_id=self._instance_id,
+            sms_sender=pipeline.sms_sender,
         )
         daemon = Daemon(
             settings=settings,

@@ -12,6 +12,7 @@ from aiohttp import web
 from voltpay.agents.bills import BillAnswer, BillCommand
 from voltpay.agents.mailbox import Mailbox
 from voltpay.agents.wallets import AddFunds, FundsAdded
+from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
 from voltpay.models import idempotency
 from voltpay.models.tables import User
@@ -50,6 +51,8 @@ class Services:
     wake_outbox: Callable[[], None]
     # This daemon run: the holder of the Idempotency-Key claims its requests take.
     instance_id: uuid.UUID
+    # The one-time codes go out through it directly, never through the bus.
+    sms_sender: SmsSender
 
 
 SERVICES = web.AppKey("services", Services)

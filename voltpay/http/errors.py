@@ -25,6 +25,11 @@ def _retry_after(seconds: int) -> Callable[[Exception], dict[str, str]]:
     return lambda _: {"Retry-After": str(seconds)}
 
 
+def _wait(error: Exception) -> dict[str, str]:
+    assert isinstance(error, errors.TooSoon)
+    return {"Retry-After": str(error.retry_after_seconds)}
+
+
 def _overloaded_retry(error: Exception) -> dict[str, str]:
     assert isinstance(error, Overloaded)
     return {"Retry-After": str(error.retry_after_seconds)}
@@ -50,6 +55,16 @@ REFUSALS: dict[type[Exception], Refusal] = {
     errors.BillExpired: Refusal(410, "bill_expired"),
     errors.BillFailed: Refusal(409, "bill_not_payable"),
     errors.VendRefunded: Refusal(502, "vend_failed"),
+    errors.PhoneNotSupported: Refusal(422, "phone_not_supported"),
+    errors.TooSoon: Refusal(429, "too_many_requests", _wait),
+    errors.TooManySignups: Refusal(429, "too_many_signups", _wait),
+    errors.TooManyCodes: Refusal(429, "too_many_codes", _wait),
+    errors.TooManyGuesses: Refusal(429, "too_many_attempts", _wait),
+    errors.InvalidCode: Refusal(422, "invalid_code"),
+    errors.CodeExpired: Refusal(410, "code_expired"),
+    errors.PhoneAlreadyVerified: Refusal(409, "phone_already_verified"),
+    errors.SmsUnavailable: Refusal(503, "sms_unavailable", _retry_after(30)),
+    errors.SmsRefused: Refusal(422, "phone_not_supported"),
     vending.InvalidMeterNumber: Refusal(422, "invalid_meter_number"),
     vending.MeterNotFound: Refusal(422, "meter_not_found"),
     vending.ProviderUnavailable: Refusal(503, "provider_unavailable"),
