@@ -12,7 +12,7 @@ class User(Model):
     password_hash = fields.CharField(max_length=255)
     phone_number = fields.CharField(max_length=20)
     # Proven by a one-time code sent to the number.
-    phone_verified = fields.BooleanField(default=False)
+    phone_verified = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField()
 
     class Meta:

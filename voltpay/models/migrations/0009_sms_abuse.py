@@ -22,7 +22,7 @@ class Migration(migrations.Migration):  # type: ignore[misc]
         ops.AddField(
             model_name="User",
             name="phone_verified",
-            field=fields.BooleanField(default=False),
+            field=fields.BooleanField(default=False, db_default=False),
         ),
         ops.AddField(
             model_name="Notification",
