@@ -932,11 +932,17 @@ NOTIFICATION_STATUS_QUERY = (
 # A notification attempted more than once was taken over after a crash or a failed send.
 ATTEMPTS_QUERY = "SELECT attempts, COUNT(*) FROM notifications GROUP BY attempts ORDER BY 1"
 EVENT_TYPES_QUERY = "SELECT event_type, COUNT(*) FROM outbox GROUP BY event_type ORDER BY 1"
-SENT_QUERY = """SELECT "to", body FROM notifications WHERE status = 'sent'"""
-NOTIFICATION_ROWS_QUERY = """
-SELECT "to", body, event_id, event_type, status, attempts, provider_message_id,
-       created_at, sent_at, error
-FROM notifications
+# A stored text holds a mark where its bill's token goes (the token is kept in
+# the bill only): the text as sent fills it, grouped as the API shows tokens.
+_SENT_BODY = """COALESCE(REPLACE(n.body, '{token}',
+    SUBSTR(b.token, 1, 4) || '-' || SUBSTR(b.token, 5, 4) || '-' || SUBSTR(b.token, 9, 4)
+    || '-' || SUBSTR(b.token, 13, 4) || '-' || SUBSTR(b.token, 17, 4)), n.body)"""
+_WITH_BILLS = "FROM notifications n LEFT JOIN bills b ON b.id = n.token_bill_id"
+SENT_QUERY = f"""SELECT n."to", {_SENT_BODY} {_WITH_BILLS} WHERE n.status = 'sent'"""
+NOTIFICATION_ROWS_QUERY = f"""
+SELECT n."to", {_SENT_BODY}, n.event_id, n.event_type, n.status, n.attempts,
+       n.provider_message_id, n.created_at, n.sent_at, n.error
+{_WITH_BILLS}
 """
 NOTIFICATION_COLUMNS = (
     "event_id",

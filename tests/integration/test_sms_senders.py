@@ -23,6 +23,7 @@ from voltpay.bridges.sms import (
     build_sms_sender,
 )
 from voltpay.config.settings import TwilioSettings
+from voltpay.domain.phones import mask
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "tok-5e3c7a9f1d2b4e6a8c0f"
@@ -269,7 +270,9 @@ async def test_the_auth_token_never_reaches_the_log(
     assert AUTH_TOKEN not in str(caught.value)
 
 
-async def test_the_log_sender_logs_to_and_body(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_log_sender_logs_the_number_masked_and_no_text_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="voltpay.sms")
     sender = LogSmsSender()
 
@@ -280,13 +283,14 @@ async def test_the_log_sender_logs_to_and_body(caplog: pytest.LogCaptureFixture)
     assert re.fullmatch(r"log-[0-9a-f-]{36}", receipt.provider_message_id)
     [record] = [r for r in caplog.records if r.name == "voltpay.sms"]
     assert record.levelno == logging.INFO
-    assert MESSAGE.to in record.getMessage()
-    assert MESSAGE.body in record.getMessage()
+    assert mask(MESSAGE.to) in record.getMessage()
+    assert MESSAGE.to not in record.getMessage()
+    assert MESSAGE.body not in record.getMessage()
     assert MESSAGE.idempotency_key in record.getMessage()
 
 
 async def test_build_sms_sender_picks_twilio_only_when_configured() -> None:
-    unconfigured = build_sms_sender(TwilioSettings(account_sid=ACCOUNT_SID))
+    unconfigured = build_sms_sender(TwilioSettings())
     configured = build_sms_sender(
         TwilioSettings(
             account_sid=ACCOUNT_SID, auth_token=SecretStr(AUTH_TOKEN), from_number=FROM_NUMBER

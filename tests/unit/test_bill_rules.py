@@ -23,7 +23,7 @@ from voltpay.domain.events import (
     WalletFunded,
     rfc3339,
 )
-from voltpay.domain.sms import SMS_EVENT_TYPES, render_sms, sms_reference
+from voltpay.domain.sms import SMS_EVENT_TYPES, fill_token, render_sms, sms_reference
 from voltpay.http.errors import problem_for
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -88,17 +88,19 @@ def _bill(meter_number: str) -> BillSummary:
 
 
 def test_sms_texts_carry_what_the_user_needs() -> None:
-    completed = render_sms(
-        PaymentCompleted(
-            user_id=USER,
-            bill=_bill("A123456"),
-            wallet_id=WALLET,
-            token="12345678901234567890",
-            units=Decimal("1.47"),
-            receipt_number="SIM-1",
-            wallet_balance_minor=40000,
+    completed = fill_token(
+        render_sms(
+            PaymentCompleted(
+                user_id=USER,
+                bill=_bill("A123456"),
+                wallet_id=WALLET,
+                units=Decimal("1.47"),
+                receipt_number="SIM-1",
+                wallet_balance_minor=40000,
+            ),
+            "NGN",
         ),
-        "NGN",
+        "12345678901234567890",
     )
     assert "1234-5678-9012-3456-7890" in completed
     assert "1.47 kWh" in completed
@@ -115,7 +117,7 @@ def test_sms_texts_carry_what_the_user_needs() -> None:
         "NGN",
     )
     assert "refunded" in failed and "NGN 400.00" in failed
-    # A payment_completed without its token never reaches render_sms.
+    # A payment_completed without its units never reaches render_sms.
     with pytest.raises(MalformedEvent):
         PaymentCompleted.from_data({"amount": "1.00"})
 

@@ -24,7 +24,7 @@ from voltpay.domain.events import (
     new_event,
     parse_envelope,
 )
-from voltpay.domain.sms import render_sms, sms_reference
+from voltpay.domain.sms import TOKEN_MARK, fill_token, render_sms, sms_reference, token_bill
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 USER = uuid.UUID("11111111-1111-4111-8111-111111111111")
@@ -53,7 +53,6 @@ SAMPLES: list[Payload] = [
         user_id=USER,
         bill=BILL,
         wallet_id=WALLET,
-        token="12345678901234567890",
         units=Decimal("1.47"),
         receipt_number="SIM-1",
         wallet_balance_minor=40000,
@@ -107,7 +106,7 @@ def test_each_event_round_trips_through_its_envelope(payload: Payload) -> None:
 def test_the_wire_form_is_the_one_already_in_outboxes_and_queues() -> None:
     """Byte for byte what producers wrote before the payloads were typed:
     keys in this order, money as two-place strings, times in UTC with
-    milliseconds."""
+    milliseconds; and no prepaid token, which stays in its bill."""
     event_id = uuid.UUID("55555555-5555-4555-8555-555555555555")
     event = new_event(BY_TYPE["payment_completed"], NOW)
     body = orjson.dumps({**event.envelope(), "eventId": str(event_id)})
@@ -117,7 +116,7 @@ def test_the_wire_form_is_the_one_already_in_outboxes_and_queues() -> None:
         b'"userId":"11111111-1111-4111-8111-111111111111",'
         b'"billId":"33333333-3333-4333-8333-333333333333","meterNumber":"A123456",'
         b'"customerName":"Zo\xc3\xab \xe1\xbb\x8cl\xc3\xa1","amount":"100.00",'
-        b'"walletId":"22222222-2222-4222-8222-222222222222","token":"12345678901234567890",'
+        b'"walletId":"22222222-2222-4222-8222-222222222222",'
         b'"units":"1.47","receiptNumber":"SIM-1","walletBalance":"400.00"}}'
     )
     assert BY_TYPE["bill_created"].to_data()["expiresAt"] == "2026-11-27T12:30:00.250Z"
@@ -256,8 +255,7 @@ def test_each_sms_text_is_exactly_what_users_receive() -> None:
     texts = {type_: render_sms(payload, "NGN") for type_, payload in BY_TYPE.items()}
     assert texts == {
         "user_registered": (
-            "Welcome to voltpay, ada! Your wallet is ready. "
-            "Fund it to start paying for electricity."
+            "Welcome to voltpay! Your wallet is ready. Fund it to start paying for electricity."
         ),
         "wallet_funded": (
             "voltpay: your wallet was credited with NGN 500.05. New balance: NGN 500.05."
@@ -268,7 +266,7 @@ def test_each_sms_text_is_exactly_what_users_receive() -> None:
         ),
         "payment_completed": (
             "voltpay: payment of NGN 100.00 for meter A123456 succeeded. "
-            "Token: 1234-5678-9012-3456-7890 (1.47 kWh). Receipt SIM-1."
+            "Token: {token} (1.47 kWh). Receipt SIM-1."
         ),
         "payment_failed": (
             "voltpay: payment of NGN 100.00 for meter A123456 failed. NGN 100.00 was "
@@ -293,3 +291,26 @@ def test_a_wallet_funded_event_with_an_unknown_source_is_malformed() -> None:
     data = BY_TYPE["wallet_funded"].to_data() | {"source": "gift"}
     with pytest.raises(MalformedEvent):
         WalletFunded.from_data(data)
+
+
+def test_no_text_holds_what_a_user_typed() -> None:
+    """A username is the one free text a user gives: it names no SMS, so
+    nobody can make voltpay text a link or a message of theirs."""
+    lure = "verify.acct-at.voltpay-help.com"
+    registered = UserRegistered(user_id=USER, username=lure, wallet_id=WALLET)
+    assert lure not in render_sms(registered, "NGN", "0123456789")
+
+
+def test_the_token_is_filled_from_the_bill_where_the_text_marks_it() -> None:
+    text = render_sms(BY_TYPE["payment_completed"], "NGN")
+    assert token_bill(BY_TYPE["payment_completed"]) == BILL.bill_id
+    assert token_bill(BY_TYPE["payment_failed"]) is None
+    assert fill_token(text, "12345678901234567890") == (
+        "voltpay: payment of NGN 100.00 for meter A123456 succeeded. "
+        "Token: 1234-5678-9012-3456-7890 (1.47 kWh). Receipt SIM-1."
+    )
+    # A bill without a token (it never is, once paid) shows no mark either.
+    assert TOKEN_MARK not in fill_token(text, None)
+    # An old event that still carries a token reads as one without it.
+    data = BY_TYPE["payment_completed"].to_data() | {"token": "12345678901234567890"}
+    assert PaymentCompleted.from_data(data) == BY_TYPE["payment_completed"]

@@ -181,3 +181,73 @@ def test_gateway_mode_names_the_first_missing_setting() -> None:
         update={"secret_key": SecretStr("sk"), "callback_url": "https://x.example/cb"}
     )
     assert complete.missing() is None
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({"ACCOUNT_SID": "AC1"}, "VOLTPAY_TWILIO__AUTH_TOKEN, VOLTPAY_TWILIO__FROM_NUMBER"),
+        ({"ACCOUNT_SID": "AC1", "AUTH_TOKEN": "secret"}, "VOLTPAY_TWILIO__FROM_NUMBER"),
+        (
+            {"FROM_NUMBER": "+15005550006"},
+            "VOLTPAY_TWILIO__ACCOUNT_SID, VOLTPAY_TWILIO__AUTH_TOKEN",
+        ),
+    ],
+)
+def test_half_a_twilio_configuration_is_refused_naming_what_is_missing(
+    database_env: pytest.MonkeyPatch, given: dict[str, str], missing: str
+) -> None:
+    for name, value in given.items():
+        database_env.setenv(f"VOLTPAY_TWILIO__{name}", value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value).startswith("VOLTPAY_TWILIO: ")
+    assert str(refused.value).endswith(f"missing {missing}")
+    assert "secret" not in str(refused.value)
+
+
+def test_allowed_prefixes_and_trusted_proxies_are_comma_separated(
+    database_env: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().sms.allowed_prefixes == ("+234",)
+    assert load_settings().http.trusted_proxies == ()
+    database_env.setenv("VOLTPAY_SMS__ALLOWED_PREFIXES", "+234, +233")
+    database_env.setenv("VOLTPAY_HTTP__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1, ::1")
+    settings = load_settings()
+    assert settings.sms.allowed_prefixes == ("+234", "+233")
+    assert [str(n) for n in settings.http.trusted_proxies] == [
+        "10.0.0.0/8",
+        "127.0.0.1/32",
+        "::1/128",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("SMS__ALLOWED_PREFIXES", "234", "is not an E.164 prefix"),
+        ("SMS__ALLOWED_PREFIXES", "+", "is not an E.164 prefix"),
+        ("SMS__ALLOWED_PREFIXES", ",", "name at least one prefix"),
+        ("HTTP__TRUSTED_PROXIES", "10.0.0.0/33", "not a CIDR"),
+        ("HTTP__TRUSTED_PROXIES", "proxy.example", "not a CIDR"),
+    ],
+)
+def test_bad_prefixes_and_proxies_are_refused(
+    database_env: pytest.MonkeyPatch, name: str, value: str, complaint: str
+) -> None:
+    database_env.setenv(f"VOLTPAY_{name}", value)
+    with pytest.raises(ConfigurationError, match=f"^VOLTPAY_{name}: .*{complaint}"):
+        load_settings()
+
+
+def test_phones_are_verified_by_default_in_gateway_mode_only(
+    database_env: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().signup.verify_phone is False
+    database_env.setenv("VOLTPAY_FUNDING__MODE", "gateway")
+    database_env.setenv("VOLTPAY_FUNDING__GATEWAY_URL", "https://api.paystack.co")
+    database_env.setenv("VOLTPAY_FUNDING__SECRET_KEY", "sk_test_x")
+    database_env.setenv("VOLTPAY_FUNDING__CALLBACK_URL", "https://pay.example/back")
+    assert load_settings().signup.verify_phone is True
+    database_env.setenv("VOLTPAY_SIGNUP__VERIFY_PHONE", "false")
+    assert load_settings().signup.verify_phone is False

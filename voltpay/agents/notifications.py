@@ -25,7 +25,7 @@ from typing import Any
 from voltpay.agents.mailbox import Mailbox
 from voltpay.bridges.sms import SmsError, SmsMessage, SmsSender
 from voltpay.domain.events import Event
-from voltpay.domain.sms import UnknownEvent, render_sms, sms_reference
+from voltpay.domain.sms import UnknownEvent, fill_token, render_sms, sms_reference, token_bill
 from voltpay.models import notifications as store
 from voltpay.models.leases import LIVENESS_SECONDS, Lease
 from voltpay.observability.logging import log_context
@@ -35,6 +35,7 @@ log = logging.getLogger("voltpay.agents.notifications")
 # How far before a notification row was written its SMS may be dated by the
 # provider (their clock and ours differ).
 EARLIER_SEND_SLACK = timedelta(minutes=5)
+UNVERIFIED = "the phone number is not verified"
 
 
 class Disposition(enum.Enum):
@@ -69,8 +70,12 @@ class NotificationsAgent:
         concurrency: int,
         currency: str,
         lease: Lease,
+        verified_only: bool = False,
     ) -> None:
         self._sender = sender
+        # Whether an SMS waits for its number to be verified (it is then
+        # withheld, marked failed, until it is).
+        self._verified_only = verified_only
         self._metrics = metrics
         self._currency = currency
         self._lease = lease
@@ -96,18 +101,27 @@ class NotificationsAgent:
         received = [self._received(event) for event in unique.values()]
         created = await store.receive(received, self._lease)
         outcome = {r.event_id: Disposition.DONE for r in received if r.body is None}
+        texted = [r for r in received if r.body is not None]
+        tokens = await store.tokens_of({r.token_bill_id for r in texted if r.token_bill_id})
+        withheld = (
+            await store.unverified_of({r.user_id for r in texted if r.user_id is not None})
+            if self._verified_only
+            else set()
+        )
         work = []
-        for r in received:
-            if r.body is None:
-                continue
+        for r in texted:
+            text = fill_token(
+                r.body or "", tokens.get(r.token_bill_id) if r.token_bill_id else None
+            )
             made = created.get(r.event_id)
             if made is None:
-                work.append(self._seen_before(r))
-            elif not made.to:
-                await store.mark_failed(made.notification_id, self._sender.name, "no phone number")
+                work.append(self._seen_before(r, text, r.user_id in withheld))
+            elif not made.to or r.user_id in withheld:
+                why = UNVERIFIED if made.to else "no phone number"
+                await store.mark_failed(made.notification_id, self._sender.name, why)
                 outcome[r.event_id] = Disposition.DONE
             else:
-                work.append(self._send(made.notification_id, made.to, r))
+                work.append(self._send(made.notification_id, made.to, r, text))
         results = await asyncio.gather(*work)
         sent: dict[str, dict[uuid.UUID, str]] = {}
         for event_id, disposition, done in results:
@@ -128,28 +142,40 @@ class NotificationsAgent:
         except UnknownEvent as exc:
             log.warning("no SMS for event %s: %s", event.event_id, exc)
             body = None
-        return store.Received(event.event_id, event.type, event.payload.user_id, body)
+        return store.Received(
+            event.event_id, event.type, event.payload.user_id, body, token_bill(event.payload)
+        )
 
-    async def _seen_before(self, r: store.Received) -> _Outcome:
-        """A redelivery, or a duplicate of an event another consumer holds."""
+    async def _seen_before(self, r: store.Received, text: str, withheld: bool) -> _Outcome:
+        """A redelivery, or a duplicate of an event another consumer holds.
+        ``text`` is the SMS as sent, its token filled in."""
         assert r.body is not None
         phones = await store.phones_of({r.user_id} if r.user_id is not None else set())
         phone = phones.get(r.user_id) if r.user_id is not None else None
         notification = await store.ensure_notification(
-            r.event_id, r.event_type, r.user_id, phone or "", r.body
+            r.event_id, r.event_type, r.user_id, phone or "", r.body, r.token_bill_id
         )
         if notification.status != store.QUEUED:
             self._metrics.sqs_duplicates_skipped.inc()
             return r.event_id, Disposition.DUPLICATE, None
-        if not phone:
-            await store.mark_failed(notification.id, self._sender.name, "no phone number")
+        if not phone or withheld:
+            why = UNVERIFIED if phone else "no phone number"
+            await store.mark_failed(notification.id, self._sender.name, why)
             return r.event_id, Disposition.DONE, None
         if not await store.claim(notification.id, self._lease):
             return r.event_id, Disposition.DEFER, None
         if notification.attempts:
             # An earlier attempt may have reached the provider before whoever
             # made it died or gave up: ask the provider before texting again.
-            earlier = SmsMessage(notification.to or phone, notification.body, str(r.event_id))
+            earlier_text = fill_token(
+                notification.body,
+                (await store.tokens_of({notification.token_bill_id})).get(
+                    notification.token_bill_id
+                )
+                if notification.token_bill_id
+                else None,
+            )
+            earlier = SmsMessage(notification.to or phone, earlier_text, str(r.event_id))
             since = notification.created_at - EARLIER_SEND_SLACK
             try:
                 found = await asyncio.wait_for(
@@ -163,17 +189,18 @@ class NotificationsAgent:
                 self._metrics.sms_found_sent.labels(sender=found.sender).inc()
                 done = _Sent(notification.id, found.sender, found.provider_message_id)
                 return r.event_id, Disposition.DONE, done
-        return await self._send(notification.id, phone, r)
+        return await self._send(notification.id, phone, r, text)
 
-    async def _send(self, notification_id: uuid.UUID, phone: str, r: store.Received) -> _Outcome:
-        assert r.body is not None
+    async def _send(
+        self, notification_id: uuid.UUID, phone: str, r: store.Received, text: str
+    ) -> _Outcome:
         sender = self._sender.name
         with log_context(event_id=str(r.event_id)):
             try:
                 # Bounded by the lease, so no other consumer can claim the row
                 # (and send again) while this send is still under way.
                 receipt = await asyncio.wait_for(
-                    self._sender.send(SmsMessage(phone, r.body, str(r.event_id))),
+                    self._sender.send(SmsMessage(phone, text, str(r.event_id))),
                     self._lease.seconds * 0.9,
                 )
             except TimeoutError:

@@ -24,6 +24,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from voltpay.config.settings import TwilioSettings
+from voltpay.domain.phones import allowed, mask
 
 logger = logging.getLogger("voltpay.sms")
 # Looking a message up: how many of a number's newest messages are read, and
@@ -41,6 +42,8 @@ class SmsMessage:
     # The event id: it ties log lines to the event. Twilio's Messages API has
     # no idempotency parameter, so it is only logged, never sent.
     idempotency_key: str
+    # A one-time code's text: never written to a log, at any level.
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,19 +91,17 @@ class SmsSender(Protocol):
 
 
 class LogSmsSender:
-    """Writes each SMS to the log: the default when Twilio is not configured."""
+    """Writes each SMS to the log: the default when Twilio is not configured.
+    At INFO the line names the number masked and no text; the text (which may
+    hold a prepaid token) is logged at DEBUG, and a one-time code never."""
 
     name = "log"
 
     async def send(self, message: SmsMessage) -> SmsReceipt:
         message_id = f"log-{uuid.uuid4()}"
-        logger.info(
-            "sms to=%s body=%r key=%s id=%s",
-            message.to,
-            message.body,
-            message.idempotency_key,
-            message_id,
-        )
+        logger.info("sms to=%s key=%s id=%s", mask(message.to), message.idempotency_key, message_id)
+        if not message.secret:
+            logger.debug("sms id=%s body=%r", message_id, message.body)
         return SmsReceipt(provider_message_id=message_id, sender=self.name)
 
     async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
@@ -298,7 +299,7 @@ class TwilioSmsSender:
                 logger.info(
                     "sms sent via twilio sid=%s to=%s key=%s attempts=%d",
                     outcome.provider_message_id,
-                    message.to,
+                    mask(message.to),
                     message.idempotency_key,
                     attempt,
                 )
@@ -366,7 +367,7 @@ class TwilioSmsSender:
                 maybe_accepted=not isinstance(exc, aiohttp.ClientConnectorError),
             )
         except (TwilioRestException, TwilioServiceException) as exc:
-            raise _rejection(exc) from exc
+            raise _rejection(exc, message.to) from exc
         except (TwilioException, ValueError) as exc:
             # An unreadable answer: Twilio may have queued the message, so do
             # not retry here, but do not call it permanent either.
@@ -397,16 +398,47 @@ class TwilioSmsSender:
             await transport.close()
 
 
-def _rejection(exc: TwilioRestException | TwilioServiceException) -> SmsError:
+def _rejection(exc: TwilioRestException | TwilioServiceException, to: str) -> SmsError:
     status: int = exc.status
     code: int | None = exc.code
     detail = (exc.detail or exc.title) if isinstance(exc, TwilioServiceException) else exc.msg
+    # Twilio's messages may name the number; the error is logged and stored.
+    detail = str(detail).replace(to, mask(to))
     text = f"Twilio rejected the message: HTTP {status} code {code}: {detail}"
     if 400 <= status < 500:
         return SmsPermanentError(text, status=status, code=code)
     # Neither 4xx nor retryable (a redirect, say): something is wrong between
     # us and Twilio, so leave it for redelivery rather than drop the SMS.
     return SmsTemporaryError(text, status=status, code=code)
+
+
+class AllowedDestinations:
+    """Any sender, limited to numbers with an allowed prefix: a number
+    outside them is refused for good without reaching the provider, whoever
+    asks to text it and however it entered the database."""
+
+    def __init__(self, sender: SmsSender, prefixes: tuple[str, ...]) -> None:
+        self._sender = sender
+        self._prefixes = prefixes
+        self.name = sender.name
+
+    def _check(self, message: SmsMessage) -> None:
+        if not allowed(message.to, self._prefixes):
+            raise SmsPermanentError(
+                f"{mask(message.to)} is outside the prefixes that may receive an SMS"
+            )
+
+    async def send(self, message: SmsMessage) -> SmsReceipt:
+        self._check(message)
+        return await self._sender.send(message)
+
+    async def find(self, message: SmsMessage, since: datetime) -> SmsReceipt | None:
+        if not allowed(message.to, self._prefixes):
+            return None
+        return await self._sender.find(message, since)
+
+    async def close(self) -> None:
+        await self._sender.close()
 
 
 def build_sms_sender(settings: TwilioSettings) -> SmsSender:

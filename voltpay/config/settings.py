@@ -3,11 +3,13 @@ names) over an optional TOML file over the defaults below."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -17,9 +19,11 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -38,6 +42,19 @@ REPUBLISH_WINDOW_DAYS = 7
 
 class ConfigurationError(Exception):
     """A setting is missing or wrong; the message names it in one line."""
+
+
+def _comma_separated(value: object) -> object:
+    """A list setting written as ``a,b,c`` (environment) or as a list (TOML)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# An E.164 prefix: "+" and 1 to 15 digits, the first not 0.
+_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
+Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode]
+Prefixes = Annotated[tuple[str, ...], NoDecode]
 
 
 class HttpSettings(BaseModel):
@@ -61,6 +78,20 @@ class HttpSettings(BaseModel):
     # takes the mailboxes, the database pool or the CPU from the others.
     max_in_flight_per_user: int = Field(default=16, ge=1, le=100_000)
     max_in_flight_per_client: int = Field(default=32, ge=1, le=100_000)
+    # The proxies (CIDRs) whose X-Forwarded-For names the client address;
+    # nobody else's is believed.
+    trusted_proxies: Networks = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        value = _comma_separated(value)
+        if isinstance(value, tuple | list):
+            try:
+                return tuple(ipaddress.ip_network(str(part), strict=False) for part in value)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR like 10.0.0.0/8: {exc}") from None
+        return value
 
     @field_validator("drain_delay_seconds")
     @classmethod
@@ -181,6 +212,55 @@ class TwilioSettings(BaseModel):
     @property
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token.get_secret_value() and self.from_number)
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TwilioSettings:
+        """Half a configuration would send no SMS while looking healthy."""
+        given = {
+            "ACCOUNT_SID": bool(self.account_sid),
+            "AUTH_TOKEN": bool(self.auth_token.get_secret_value()),
+            "FROM_NUMBER": bool(self.from_number),
+        }
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(f"VOLTPAY_TWILIO__{name}" for name, ok in given.items() if not ok)
+            raise ValueError(f"set all three Twilio settings or none; missing {missing}")
+        return self
+
+
+class SmsSettings(BaseModel):
+    """Who may receive an SMS, and how one-time codes are rationed."""
+
+    # Registration and every SMS are refused for numbers outside these.
+    allowed_prefixes: Prefixes = ("+234",)
+    code_ttl_seconds: int = Field(default=600, ge=60, le=HOUR)
+    # Wrong guesses that one code allows; then it is spent.
+    code_max_guesses: int = Field(default=5, ge=1, le=20)
+    # The least time between two codes to one number.
+    code_resend_seconds: int = Field(default=60, ge=1, le=HOUR)
+    codes_per_number_per_day: int = Field(default=5, ge=1, le=1000)
+    codes_per_client_per_hour: int = Field(default=10, ge=1, le=100_000)
+    # Every number together: the most codes the operator pays for in a day.
+    codes_per_day: int = Field(default=2000, ge=1, le=10_000_000)
+
+    @field_validator("allowed_prefixes", mode="before")
+    @classmethod
+    def _prefixes(cls, value: object) -> object:
+        value = _comma_separated(value)
+        if isinstance(value, tuple | list):
+            for prefix in value:
+                if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+                    raise ValueError(f"{prefix!r} is not an E.164 prefix like +234")
+            if not value:
+                raise ValueError("name at least one prefix, like +234")
+        return value
+
+
+class SignupSettings(BaseModel):
+    # Whether SMS other than the one-time code wait for the number to be
+    # verified. Unless set: true in gateway funding mode, false in sandbox
+    # (Settings._signup_defaults).
+    verify_phone: bool = False
+    per_client_per_hour: int = Field(default=30, ge=1, le=1_000_000)
 
 
 class LogSettings(BaseModel):
@@ -348,6 +428,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     aws: AwsSettings = AwsSettings()
     twilio: TwilioSettings = TwilioSettings()
+    sms: SmsSettings = SmsSettings()
+    signup: SignupSettings = SignupSettings()
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -357,6 +439,15 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     systemd: SystemdSettings = SystemdSettings()
     funding: FundingSettings = FundingSettings()
+
+    @model_validator(mode="after")
+    def _signup_defaults(self) -> Settings:
+        """Defaults that hang on other settings: VOLTPAY_SIGNUP__VERIFY_PHONE,
+        when not set, is true in gateway funding mode (real money comes in:
+        numbers are proven before they are texted) and false in sandbox."""
+        if "verify_phone" not in self.signup.model_fields_set and self.funding.mode == "gateway":
+            self.signup = self.signup.model_copy(update={"verify_phone": True})
+        return self
 
     @classmethod
     def settings_customise_sources(

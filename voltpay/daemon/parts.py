@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from voltpay.config.settings import DatabaseSettings
 from voltpay.http.context import Readiness
-from voltpay.models import idempotency, leases
+from voltpay.models import idempotency, leases, phones
 from voltpay.models import outbox as outbox_store
 from voltpay.models import users as user_store
 from voltpay.models.database import close_database, open_database
@@ -148,6 +148,7 @@ class Housekeeper:
 
     async def _keep_house_once(self, retention: timedelta) -> None:
         await user_store.purge_expired()
+        await phones.purge_expired()
         await idempotency.purge_expired()
         await leases.purge()
         outbox, inbox = await outbox_store.purge_delivered(datetime.now(UTC) - retention)

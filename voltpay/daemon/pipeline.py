@@ -24,7 +24,7 @@ from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import EmbeddedAwsEndpoint
 from voltpay.bridges.provisioning import Provisioned, provision
-from voltpay.bridges.sms import SmsSender, build_sms_sender
+from voltpay.bridges.sms import AllowedDestinations, SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
@@ -100,6 +100,8 @@ class Pipeline:
         self._settings = settings
         self._readiness = readiness
         self.resources = resources
+        # Also the one-time codes', which the front sends itself.
+        self.sms_sender = sms_sender
         # The embedded bus dies with the daemon: it is consumed to the end
         # at shutdown, and kept to a window of events meanwhile.
         self._embedded = settings.aws.uses_embedded_endpoint
@@ -158,6 +160,7 @@ class Pipeline:
             capacity=in_flight,
             concurrency=batches,
             currency=settings.limits.currency,
+            verified_only=settings.signup.verify_phone,
             # At least as long as the SMS sender's own retries can take.
             lease=Lease(
                 instance_id,
@@ -279,7 +282,9 @@ async def open_pipeline(
         clients = await AwsClients.from_settings(aws, embedded_endpoint_url=embedded_url)
         bridges.push_async_callback(clients.close)
         resources = await provision(clients, aws)
-        sender = sms_sender or build_sms_sender(settings.twilio)
+        sender = AllowedDestinations(
+            sms_sender or build_sms_sender(settings.twilio), settings.sms.allowed_prefixes
+        )
         bridges.push_async_callback(sender.close)
     except BaseException:
         await bridges.aclose()

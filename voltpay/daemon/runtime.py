@@ -155,6 +155,7 @@ class CompositionRoot:
             wake_outbox=pipeline.wake,
             instance_id=self._instance_id,
             hashing=hashing,
+            sms_sender=pipeline.sms_sender,
         )
         daemon = Daemon(
             settings=settings,

@@ -32,14 +32,6 @@ class UsernameTaken(DomainError):
     pass
 
 
-class TooManyLogins(DomainError):
-    """Too many failed logins (``voltpay.domain.logins``): wait, then try."""
-
-    def __init__(self, retry_after_seconds: int) -> None:
-        super().__init__(f"too many failed logins; try again in {retry_after_seconds} s")
-        self.retry_after_seconds = retry_after_seconds
-
-
 class WrongCredentials(DomainError):
     """Unknown username or wrong password (the two are not told apart)."""
 
@@ -113,3 +105,56 @@ class CreditAlreadyReversed(DomainError):
 class GatewayUnavailable(DomainError):
     """The payment gateway could not be reached or answered nonsense; nothing
     was credited."""
+
+
+class PhoneNotSupported(DomainError):
+    """The number is outside the prefixes that may receive an SMS."""
+
+
+class TooSoon(DomainError):
+    """A limit on how often something may be done was reached."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+
+class TooManyLogins(TooSoon):
+    """Too many failed logins (``voltpay.domain.logins``): wait, then try."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            f"too many failed logins; try again in {retry_after_seconds} s", retry_after_seconds
+        )
+
+
+class TooManySignups(TooSoon):
+    """This client address registered as often as it may for now."""
+
+
+class TooManyCodes(TooSoon):
+    """No more one-time codes to this number, from this client, or today."""
+
+
+class TooManyGuesses(TooSoon):
+    """The code allowed no more wrong guesses: it is spent."""
+
+
+class InvalidCode(DomainError):
+    """Not the code that was sent, or no code was sent."""
+
+
+class CodeExpired(DomainError):
+    pass
+
+
+class PhoneAlreadyVerified(DomainError):
+    pass
+
+
+class SmsUnavailable(DomainError):
+    """The SMS provider could not take the message now; nothing was sent."""
+
+
+class SmsRefused(DomainError):
+    """The SMS provider refused the number for good."""

@@ -248,13 +248,15 @@ class BillCreated:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentCompleted:
-    """A bill paid and vended: the prepaid token goes to its owner by SMS."""
+    """A bill paid and vended: the prepaid token goes to its owner by SMS.
+
+    The token itself is not in the event, which the outbox and the audit log
+    keep: the consumer reads it from the bill the summary names."""
 
     type: ClassVar[Literal["payment_completed"]] = "payment_completed"
     user_id: uuid.UUID
     bill: BillSummary
     wallet_id: uuid.UUID
-    token: str
     units: Decimal  # kWh
     receipt_number: str
     wallet_balance_minor: int
@@ -264,7 +266,6 @@ class PaymentCompleted:
             "userId": str(self.user_id),
             **self.bill.to_data(),
             "walletId": str(self.wallet_id),
-            "token": self.token,
             "units": str(self.units),
             "receiptNumber": self.receipt_number,
             "walletBalance": format_minor(self.wallet_balance_minor),
@@ -277,7 +278,6 @@ class PaymentCompleted:
             user_id=read.uuid("userId"),
             bill=BillSummary.from_data(data),
             wallet_id=read.uuid("walletId"),
-            token=read.text("token"),
             units=read.decimal("units"),
             receipt_number=read.text("receiptNumber"),
             wallet_balance_minor=read.money("walletBalance"),

@@ -21,13 +21,29 @@ SMS_EVENT_TYPES = frozenset(
 )
 
 
+# Where a prepaid token goes in a text. The token is kept in its bill only:
+# a stored text holds this mark, filled from the bill when the text is sent
+# or shown to its owner. No text of ours holds braces otherwise, and no text
+# holds anything a user typed.
+TOKEN_MARK = "{token}"
+
+
 class UnknownEvent(ValueError):
     pass
 
 
-def _token(raw: str) -> str:
-    digits = raw.replace("-", "")
-    return format_token(digits) if len(digits) == 20 and digits.isdigit() else raw
+def fill_token(text: str, token: str | None) -> str:
+    """The text with the bill's token (20 digits, as the bill keeps it) in
+    the mark's place."""
+    if TOKEN_MARK not in text:
+        return text
+    shown = format_token(token) if token and len(token) == 20 and token.isdigit() else "-"
+    return text.replace(TOKEN_MARK, shown)
+
+
+def token_bill(payload: Payload) -> uuid.UUID | None:
+    """The bill whose token the event's text shows, if it shows one."""
+    return payload.bill.bill_id if isinstance(payload, PaymentCompleted) else None
 
 
 def sms_reference(event_id: uuid.UUID) -> str:
@@ -46,9 +62,9 @@ def _text(payload: Payload, currency: str) -> str:
     """Amounts read as on the wire: ``format_minor``'s two-place form."""
     match payload:
         case UserRegistered():
+            # Not the username: nothing a user typed goes into an SMS.
             return (
-                f"Welcome to voltpay, {payload.username}! Your wallet is ready. "
-                "Fund it to start paying for electricity."
+                "Welcome to voltpay! Your wallet is ready. Fund it to start paying for electricity."
             )
         case WalletFunded():
             return (
@@ -64,7 +80,7 @@ def _text(payload: Payload, currency: str) -> str:
         case PaymentCompleted(bill=bill):
             return (
                 f"voltpay: payment of {currency} {format_minor(bill.amount_minor)} for meter "
-                f"{bill.meter_number} succeeded. Token: {_token(payload.token)} "
+                f"{bill.meter_number} succeeded. Token: {TOKEN_MARK} "
                 f"({payload.units} kWh). Receipt {payload.receipt_number}."
             )
         case PaymentFailed(bill=bill):

@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 from voltpay.agents.mailbox import AgentFailure
 from voltpay.domain.errors import DomainError, IdempotencyKeyBusy
 from voltpay.http import auth, fundings, money, operations, users
-from voltpay.http.bodies import read_body, stored_response
+from voltpay.http.bodies import read_body, replayed_body, stored_response
 from voltpay.http.context import (
     CURRENT_USER,
     IDEMPOTENCY_CLAIM,
@@ -300,7 +300,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
     if claim is idempotency.Claim.REPLAY and stored is not None:
         return web.Response(
             status=stored.status,
-            body=stored.body.encode(),
+            body=await replayed_body(stored),
             headers={"Content-Type": stored.content_type, "Idempotent-Replayed": "true"},
         )
     request[IDEMPOTENCY_CLAIM] = idempotency.Key(scope, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -11,8 +12,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
+from voltpay.domain.sms import TOKEN_MARK
+from voltpay.domain.sts import format_token
 from voltpay.http.problems import Problem, field_problem
-from voltpay.models import idempotency
+from voltpay.models import idempotency, notifications
 
 B = TypeVar("B", bound=BaseModel)
 _CUSTOM_PREFIX = ("invalid_", "amount_")
@@ -125,9 +128,51 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
 
 
 def stored_response(response: web.Response) -> idempotency.StoredResponse:
-    """An answer as an Idempotency-Key keeps it for replay."""
+    """An answer as an Idempotency-Key keeps it for replay. A bill's prepaid
+    token is kept in the bill alone: TOKEN_MARK stands in its place, and
+    ``replayed_body`` reads it from the bill again."""
+    body = response.body.decode() if isinstance(response.body, bytes) else ""
     return idempotency.StoredResponse(
         response.status,
         response.headers.get("Content-Type", "application/json"),
-        response.body.decode() if isinstance(response.body, bytes) else "",
+        _without_token(body),
     )
+
+
+def _bill_fields(body: str) -> tuple[str, str] | None:
+    """The bill id and token of an answer that shows a bill's token."""
+    if '"token":"' not in body:
+        return None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    bill_id, token = payload.get("billId"), payload.get("token")
+    if isinstance(bill_id, str) and isinstance(token, str):
+        return bill_id, token
+    return None
+
+
+def _without_token(body: str) -> str:
+    found = _bill_fields(body)
+    if found is None:
+        return body
+    return body.replace(f'"token":{orjson.dumps(found[1]).decode()}', f'"token":"{TOKEN_MARK}"')
+
+
+async def replayed_body(stored: idempotency.StoredResponse) -> bytes:
+    """The stored answer as it was first sent: the bill's token read again."""
+    found = _bill_fields(stored.body)
+    if found is None or found[1] != TOKEN_MARK:
+        return stored.body.encode()
+    try:
+        bill_id = uuid.UUID(found[0])
+    except ValueError:
+        return stored.body.encode()
+    token = (await notifications.tokens_of({bill_id})).get(bill_id)
+    shown = format_token(token) if token else None
+    return stored.body.replace(
+        f'"token":"{TOKEN_MARK}"', f'"token":{orjson.dumps(shown).decode()}'
+    ).encode()

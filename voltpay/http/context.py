@@ -13,7 +13,9 @@ from voltpay.agents.bills import BillAnswer, BillCommand
 from voltpay.agents.fundings import FundingAnswer, FundingCommand
 from voltpay.agents.mailbox import Mailbox
 from voltpay.agents.wallets import AddFunds, FundsAdded
+from voltpay.bridges.sms import SmsSender
 from voltpay.config import Settings
+from voltpay.http import clients
 from voltpay.http.auth import Hashing
 from voltpay.models import idempotency
 from voltpay.models.tables import User
@@ -75,6 +77,8 @@ class Services:
     # This daemon run: the holder of the Idempotency-Key claims its requests take.
     instance_id: uuid.UUID
     hashing: Hashing
+    # The one-time codes go out through it directly, never through the bus.
+    sms_sender: SmsSender
 
 
 SERVICES = web.AppKey("services", Services)
@@ -85,8 +89,9 @@ IDEMPOTENCY_CLAIM = web.RequestKey("idempotency_claim", idempotency.Key)
 
 
 def client_address(request: web.Request) -> str:
-    """The address of the client that sent the request."""
-    return request.remote or "unknown"
+    """The address of the client that sent the request: the peer's, or the
+    one a trusted proxy names (``voltpay.http.clients``)."""
+    return clients.client_address(request, services(request).settings.http.trusted_proxies)
 
 
 def services(request: web.Request) -> Services:

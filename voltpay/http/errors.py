@@ -25,8 +25,8 @@ def _retry_after(seconds: int) -> Callable[[Exception], dict[str, str]]:
     return lambda _: {"Retry-After": str(seconds)}
 
 
-def _login_retry(error: Exception) -> dict[str, str]:
-    assert isinstance(error, errors.TooManyLogins)
+def _wait(error: Exception) -> dict[str, str]:
+    assert isinstance(error, errors.TooSoon)
     return {"Retry-After": str(error.retry_after_seconds)}
 
 
@@ -41,7 +41,7 @@ REFUSALS: dict[type[Exception], Refusal] = {
     errors.DomainError: Refusal(422, "refused"),
     errors.NotFound: Refusal(404, "not_found"),
     errors.UsernameTaken: Refusal(409, "username_taken"),
-    errors.TooManyLogins: Refusal(429, "too_many_attempts", _login_retry),
+    errors.TooManyLogins: Refusal(429, "too_many_attempts", _wait),
     errors.WrongCredentials: Refusal(
         401, "invalid_credentials", detail="wrong username or password"
     ),
@@ -66,6 +66,16 @@ REFUSALS: dict[type[Exception], Refusal] = {
     errors.SandboxCreditsOff: Refusal(403, "sandbox_credits_off"),
     errors.CreditAlreadyReversed: Refusal(409, "credit_already_reversed"),
     errors.GatewayUnavailable: Refusal(502, "gateway_unavailable"),
+    errors.PhoneNotSupported: Refusal(422, "phone_not_supported"),
+    errors.TooSoon: Refusal(429, "too_many_requests", _wait),
+    errors.TooManySignups: Refusal(429, "too_many_signups", _wait),
+    errors.TooManyCodes: Refusal(429, "too_many_codes", _wait),
+    errors.TooManyGuesses: Refusal(429, "too_many_attempts", _wait),
+    errors.InvalidCode: Refusal(422, "invalid_code"),
+    errors.CodeExpired: Refusal(410, "code_expired"),
+    errors.PhoneAlreadyVerified: Refusal(409, "phone_already_verified"),
+    errors.SmsUnavailable: Refusal(503, "sms_unavailable", _retry_after(30)),
+    errors.SmsRefused: Refusal(422, "phone_not_supported"),
     vending.InvalidMeterNumber: Refusal(422, "invalid_meter_number"),
     vending.MeterNotFound: Refusal(422, "meter_not_found"),
     vending.ProviderUnavailable: Refusal(503, "provider_unavailable"),

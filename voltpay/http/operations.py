@@ -13,6 +13,7 @@ from voltpay.http.context import current_user, services
 from voltpay.http.openapi import openapi_document
 from voltpay.http.paging import page_of
 from voltpay.http.views import notification_view
+from voltpay.models import notifications as notification_store
 from voltpay.models.tables import Notification
 
 routes = web.RouteTableDef()
@@ -74,7 +75,10 @@ async def notifications(request: web.Request) -> web.Response:
     query = Notification.filter(user_id=current_user(request).id)
     rows, next_cursor = await page_of(query, request)
     return json_response(
-        {"items": [notification_view(row) for row in rows], "nextCursor": next_cursor}
+        {
+            "items": [notification_view(row) for row in await notification_store.shown(rows)],
+            "nextCursor": next_cursor,
+        }
     )
 
 

@@ -98,6 +98,12 @@ class RegisterRequest(Body):
     ]
 
 
+class PhoneCodeRequest(Body):
+    code: Annotated[str, _text("invalid_code", 6, 6, "code", r"^[0-9]{6}$")] = Field(
+        description="the six digits sent by SMS", json_schema_extra={"pattern": r"^[0-9]{6}$"}
+    )
+
+
 class LoginRequest(Body):
     username: Annotated[str, _text("invalid_username", 1, 64, "username")]
     password: Annotated[str, _text("invalid_password", 1, 128, "password")]
@@ -172,6 +178,11 @@ class UserOut(Out):
     username: str
     phone_number: str = Field(alias="phoneNumber")
     wallet_id: uuid.UUID = Field(alias="walletId")
+    phone_verified: bool = Field(alias="phoneVerified")
+
+
+class PhoneVerifiedOut(Out):
+    phone_verified: bool = Field(alias="phoneVerified")
 
 
 class LoginOut(Out):

@@ -121,7 +121,6 @@ async def complete_payment(
         user_id=money.owner(bill),
         bill=money.summary(bill),
         wallet_id=money.debited_wallet(bill),
-        token=token,
         units=units,
         receipt_number=receipt_number,
         wallet_balance_minor=wallet_balance_minor,

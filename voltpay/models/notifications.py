@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
 from voltpay.domain.events import Event
+from voltpay.domain.sms import fill_token
 from voltpay.models import sql
 from voltpay.models.leases import Lease, lease_is_free, live_cutoff
 from voltpay.models.tables import Notification
@@ -38,11 +39,13 @@ class Received:
     event_type: str
     user_id: uuid.UUID | None
     body: str | None  # the SMS text; None when the event has no SMS
+    # The bill whose token fills the text's TOKEN_MARK, if it has one.
+    token_bill_id: uuid.UUID | None = None
 
 
 _NOTIFICATION_INSERT = (
-    'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, status, '
-    "attempts, claimed_until, claimed_by, created_at) "
+    'INSERT INTO notifications (id, event_id, event_type, user_id, "to", body, token_bill_id, '
+    "status, attempts, claimed_until, claimed_by, created_at) "
 )
 
 
@@ -106,7 +109,7 @@ async def receive(events: Sequence[Received], lease: Lease) -> dict[uuid.UUID, C
     now = datetime.now(UTC)
     values = _inbox_values(events, now)
     for e in wanted:
-        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body]
+        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, e.body, e.token_bill_id]
     values += [QUEUED, lease.until(now), lease.holder, now]
     return _claimed(await sql.rows(conn, _receive_statement(len(events), len(wanted)), *values))
 
@@ -122,20 +125,22 @@ def _claimed(rows: Sequence[Mapping[str, Any]]) -> dict[uuid.UUID, Claimed]:
 @functools.lru_cache(maxsize=128)
 def _receive_statement(events: int, wanted: int) -> str:
     """The inbox rows' values first, then each wanted event's id, event id,
-    type, user id and body (typed: a VALUES list in FROM has no column types
-    to go by), then the status, the lease's end, its holder and now."""
+    type, user id, body and token's bill (typed: a VALUES list in FROM has no
+    column types to go by), then the status, the lease's end, its holder and
+    now."""
     first = 1 + 3 * events
     rows = ", ".join(
-        f"(${n}::uuid, ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::uuid, ${n + 4}::text)"
-        for n in range(first, first + 5 * wanted, 5)
+        f"(${n}::uuid, ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::uuid, ${n + 4}::text, "
+        f"${n + 5}::uuid)"
+        for n in range(first, first + 6 * wanted, 6)
     )
-    last = first + 5 * wanted
+    last = first + 6 * wanted
     return (
         f"WITH inbox_rows AS ({_inbox_insert(events)}) "
         + _NOTIFICATION_INSERT
         + "SELECT v.id, v.event_id, v.event_type, v.user_id, COALESCE(u.phone_number, ''), "
-        f"v.body, ${last}, 1, ${last + 1}, ${last + 2}::uuid, ${last + 3} "
-        f"FROM (VALUES {rows}) AS v (id, event_id, event_type, user_id, body) "
+        f"v.body, v.token_bill_id, ${last}, 1, ${last + 1}, ${last + 2}::uuid, ${last + 3} "
+        f"FROM (VALUES {rows}) AS v (id, event_id, event_type, user_id, body, token_bill_id) "
         "LEFT JOIN users u ON u.id = v.user_id "
         'ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"'
     )
@@ -153,13 +158,13 @@ async def create_claimed(
     values: list[Any] = []
     for e in events:
         to = phones.get(e.user_id, "") if e.user_id else ""
-        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, to, e.body, QUEUED, 1]
-        values += [until, lease.holder, now]
+        values += [uuid.uuid4(), e.event_id, e.event_type, e.user_id, to, e.body]
+        values += [e.token_bill_id, QUEUED, 1, until, lease.holder, now]
     created = await sql.rows(
         _db(),
         _NOTIFICATION_INSERT
         + "VALUES "
-        + sql.value_rows(len(events), 11)
+        + sql.value_rows(len(events), 12)
         + ' ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, "to"',
         *values,
     )
@@ -167,7 +172,12 @@ async def create_claimed(
 
 
 async def ensure_notification(
-    event_id: uuid.UUID, event_type: str, user_id: uuid.UUID | None, to: str, body: str
+    event_id: uuid.UUID,
+    event_type: str,
+    user_id: uuid.UUID | None,
+    to: str,
+    body: str,
+    token_bill_id: uuid.UUID | None = None,
 ) -> Notification:
     existing = await Notification.get_or_none(event_id=event_id)
     if existing is not None:
@@ -180,11 +190,49 @@ async def ensure_notification(
             user_id=user_id,
             to=to,
             body=body,
+            token_bill_id=token_bill_id,
             status=QUEUED,
             created_at=datetime.now(UTC),
         )
     except IntegrityError:
         return await Notification.get(event_id=event_id)
+
+
+async def tokens_of(bill_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """The prepaid token of each bill (as the bill keeps it), to fill a text."""
+    if not bill_ids:
+        return {}
+    found = await sql.rows(
+        _db(),
+        f"SELECT id, token FROM bills WHERE id IN ({sql.placeholders(len(bill_ids))})",
+        *bill_ids,
+    )
+    return {
+        uuid.UUID(str(row["id"])): (str(row["token"]) if row["token"] is not None else None)
+        for row in found
+    }
+
+
+async def unverified_of(user_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of the users whose phone number is not verified yet."""
+    if not user_ids:
+        return set()
+    found = await sql.rows(
+        _db(),
+        f"SELECT id FROM users WHERE NOT phone_verified AND id IN "
+        f"({sql.placeholders(len(user_ids))})",
+        *user_ids,
+    )
+    return {uuid.UUID(str(row["id"])) for row in found}
+
+
+async def shown(rows: Sequence[Notification]) -> list[Notification]:
+    """The rows with each text as it was sent: tokens filled from their bills."""
+    tokens = await tokens_of({row.token_bill_id for row in rows if row.token_bill_id})
+    for row in rows:
+        if row.token_bill_id is not None:
+            row.body = fill_token(row.body, tokens.get(row.token_bill_id))
+    return list(rows)
 
 
 _CLAIM = (

@@ -16,10 +16,49 @@ class User(Model):
     phone_number = fields.CharField(max_length=20)
     # customer, or operator (given on the command line only, never by the API).
     role = fields.CharField(max_length=16, default="customer")
+    # Proven by a one-time code sent to the number.
+    phone_verified = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField()
 
     class Meta:
         table = "users"
+
+
+class PhoneCode(Model):
+    """One one-time code sent to a user's number: only its salted hash is
+    kept. Kept a day after it was made, so the codes of a number, a client
+    and the whole service can be counted against their limits."""
+
+    id = fields.UUIDField(primary_key=True)
+    user_id = fields.UUIDField()
+    phone_number = fields.CharField(max_length=20)
+    client = fields.CharField(max_length=64)
+    salt = fields.CharField(max_length=32)
+    code_hash = fields.CharField(max_length=64)
+    guesses = fields.IntField(default=0)
+    created_at = fields.DatetimeField(db_index=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "phone_codes"
+        indexes = (
+            ("user_id", "created_at"),
+            ("phone_number", "created_at"),
+            ("client", "created_at"),
+        )
+
+
+class Signup(Model):
+    """A registration from one client address, kept an hour to count them."""
+
+    id = fields.BigIntField(primary_key=True)
+    client = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "signups"
+        indexes = (("client", "created_at"),)
 
 
 class Session(Model):
@@ -238,7 +277,10 @@ class Notification(Model):
     event_type = fields.CharField(max_length=32)
     user_id = fields.UUIDField(null=True)
     to = fields.CharField(max_length=20)
+    # The text as sent, except a prepaid token, which stays in its bill only:
+    # TOKEN_MARK stands in its place, filled from the bill named here.
     body = fields.TextField()
+    token_bill_id = fields.UUIDField(null=True)
     status = fields.CharField(max_length=16)
     sender = fields.CharField(max_length=16, null=True)
     provider_message_id = fields.CharField(max_length=64, null=True)

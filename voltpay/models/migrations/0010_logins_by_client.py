@@ -51,7 +51,7 @@ async def _fold_usernames(apps: Any, editor: Any) -> None:
 
 
 class Migration(migrations.Migration):  # type: ignore[misc]
-    dependencies = [("models", "0008_funding")]
+    dependencies = [("models", "0009_sms_abuse")]
 
     initial = False
 
