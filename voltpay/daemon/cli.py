@@ -48,6 +48,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     register_secret(settings.twilio.auth_token.get_secret_value())
     register_secret(settings.aws.secret_access_key.get_secret_value())
+    register_secret(settings.events.signing_key.get_secret_value())
     configure_logging(format=settings.log.format, level=settings.log.level)
     return settings
 

@@ -28,9 +28,11 @@ from voltpay.bridges.sms import SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
-from voltpay.config.settings import REPUBLISH_WINDOW_DAYS
+from voltpay.config.settings import REPUBLISH_WINDOW_DAYS, EventSettings
+from voltpay.domain.event_signing import Keyring, SigningKey
 from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
+from voltpay.models import signing_keys
 from voltpay.models.leases import Lease
 from voltpay.observability.metrics import Metrics
 
@@ -48,11 +50,13 @@ class BusWindow:
     """How many more events the embedded bus should take now.
 
     moto scans its whole queue on every call, so it slows as the queue grows;
-    keeping at most ``size`` events in it keeps it fast. The count is kept
-    here (published minus deleted), with no call per check; only while the
-    window looks shut is it corrected from the queue's own count, at most once
-    a second, so that messages nobody deletes (bound for the dead-letter
-    queue, or sent by someone else) cannot keep it shut.
+    keeping at most ``size`` events in it keeps it fast. The count is of our
+    own events only (published minus deleted after handling), with no call
+    per check; only while the window looks shut is it corrected down to the
+    queue's own count, at most once a second, so that events of ours that
+    left without our delete (moved to the dead-letter queue) cannot keep it
+    shut. The queue's count never raises it: messages someone else sent,
+    which the poller dead-letters, take no room from our events.
     """
 
     def __init__(
@@ -69,7 +73,7 @@ class BusWindow:
         if self._in_bus >= self._size and now - self._synced_at >= self._resync_seconds:
             self._synced_at = now
             try:
-                self._in_bus = await self._depth()
+                self._in_bus = min(self._in_bus, await self._depth())
             except Exception:
                 return self._size  # let the publish itself report the trouble
         return self._size - self._in_bus
@@ -96,10 +100,12 @@ class Pipeline:
         clients: AwsClients,
         resources: Provisioned,
         sms_sender: SmsSender,
+        keyring: Keyring,
     ) -> None:
         self._settings = settings
         self._readiness = readiness
         self.resources = resources
+        self.keyring = keyring
         # The embedded bus dies with the daemon: it is consumed to the end
         # at shutdown, and kept to a window of events meanwhile.
         self._embedded = settings.aws.uses_embedded_endpoint
@@ -138,6 +144,7 @@ class Pipeline:
         readiness.checks["sqs"] = self._consumer.check
         self.relay = OutboxRelay(
             publisher,
+            keyring=keyring,
             lease=Lease(instance_id, OUTBOX_LEASE_SECONDS),
             metrics=metrics,
             interval_seconds=settings.outbox.relay_interval_seconds,
@@ -171,6 +178,10 @@ class Pipeline:
             self._consumer,
             self.notifications,
             self.audit,
+            keyring=keyring,
+            # Older events may have left the inbox, which would take a
+            # replay for a first delivery.
+            max_event_age=timedelta(days=settings.outbox.retention_days),
             metrics=metrics,
             max_in_flight=in_flight,
             wait_seconds=settings.aws.wait_time_seconds,
@@ -248,6 +259,17 @@ class Pipeline:
         )
 
 
+async def event_keyring(settings: EventSettings) -> Keyring:
+    """Signs with the operator's key when one is given, else with the key
+    every daemon on this database shares (made at the first start); verifies
+    with both."""
+    stored = SigningKey.of(await signing_keys.shared_secret())
+    given = settings.signing_key.get_secret_value().encode()
+    if not given:
+        return Keyring(stored)
+    return Keyring(SigningKey.of(given), [stored])
+
+
 @asynccontextmanager
 async def open_pipeline(
     settings: Settings,
@@ -281,6 +303,7 @@ async def open_pipeline(
         resources = await provision(clients, aws)
         sender = sms_sender or build_sms_sender(settings.twilio)
         bridges.push_async_callback(sender.close)
+        keyring = await event_keyring(settings.events)
     except BaseException:
         await bridges.aclose()
         raise
@@ -293,5 +316,6 @@ async def open_pipeline(
         clients=clients,
         resources=resources,
         sms_sender=sender,
+        keyring=keyring,
     )
     await bridges.aclose()

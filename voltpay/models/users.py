@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
@@ -123,3 +124,15 @@ async def purge_expired(now: datetime | None = None) -> None:
     moment = now or datetime.now(UTC)
     await Session.filter(expires_at__lte=moment).delete()
     await LoginFailure.filter(failed_at__lte=moment - timedelta(days=1)).delete()
+
+
+async def existing_users(user_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``user_ids`` that name a user, in one query."""
+    if not user_ids:
+        return set()
+    found = await sql.rows(
+        connections.get("default"),
+        f"SELECT id FROM users WHERE id IN ({sql.placeholders(len(user_ids))})",
+        *user_ids,
+    )
+    return {uuid.UUID(str(row["id"])) for row in found}
