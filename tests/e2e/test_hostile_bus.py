@@ -215,7 +215,10 @@ async def test_only_our_events_are_acted_on_and_bad_ones_harm_no_good_one(
         apis.append(api)
 
     async with await AwsClients.open(
-        endpoint_url=separate_aws_url, region="us-east-1", access_key_id=None, secret_access_key=None
+        endpoint_url=separate_aws_url,
+        region="us-east-1",
+        access_key_id=None,
+        secret_access_key=None,
     ) as aws:
         topic_arn = (await aws.sns.create_topic(Name=aws_env["VOLTPAY_AWS__TOPIC_NAME"]))[
             "TopicArn"

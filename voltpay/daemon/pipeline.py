@@ -34,6 +34,7 @@ from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
 from voltpay.models import signing_keys
 from voltpay.models.leases import Lease
+from voltpay.observability.logging import register_secret
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon.pipeline")
@@ -263,7 +264,9 @@ async def event_keyring(settings: EventSettings) -> Keyring:
     """Signs with the operator's key when one is given, else with the key
     every daemon on this database shares (made at the first start); verifies
     with both."""
-    stored = SigningKey.of(await signing_keys.shared_secret())
+    secret = await signing_keys.shared_secret()
+    register_secret(secret.hex())  # as the database holds it
+    stored = SigningKey.of(secret)
     given = settings.signing_key.get_secret_value().encode()
     if not given:
         return Keyring(stored)
