@@ -1,13 +1,17 @@
-"""One event that breaks an agent holds up no other, and the operator surface
-shows what kind of failure it was, never its text.
+"""What the consumer makes of the bus, over the real SNS/SQS API: one event
+that breaks an agent holds up no other, and the operator surface shows what
+kind of failure it was, never its text; a message that is not ours is
+dead-lettered at once and the gauges say so; every daemon on a database
+signs with one key.
 
-The event is ours (signed with the daemon's key, well formed), but the
+The breaking event is ours (signed with the daemon's key, well formed), but the
 database refuses its audit row: a trigger stands in for a fault the checks
 before dispatch cannot foresee, with an error text that carries the kind of
 thing that must never reach /api/agents."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +26,7 @@ from tests.integration.conftest import queue_depth
 from voltpay.bridges.aws import AwsClients
 from voltpay.daemon.runtime import Daemon
 from voltpay.domain.events import rfc3339
-from voltpay.models import sql
+from voltpay.models import signing_keys, sql
 from voltpay.models.tables import AuditRecord
 
 POISON = "Poison Meter"
@@ -142,3 +146,34 @@ async def test_an_event_an_agent_fails_on_holds_up_none_of_its_batch(
     assert audit["lastError"] and audit["lastError"].isidentifier()  # a class name, no more
     for fragment in ("0x00", "UTF8", "+2348099999999", POISON, "invalid byte"):
         assert fragment not in reply.raw.decode()
+
+
+async def test_a_refused_message_is_dead_lettered_at_once_and_the_gauges_say_so(
+    api: Api, daemon: Daemon, aws: AwsClients, sms: RecordingSmsSender
+) -> None:
+    ada = await api.customer()
+    _, forged = bill_created(ada.user_id, "Call +2349000000000 to claim a bonus")
+    await aws.sqs.send_message(QueueUrl=daemon.pipeline.resources.queue_url, MessageBody=forged)
+
+    def gauges() -> tuple[float | None, ...]:
+        return (
+            daemon.metrics.sample("voltpay_events_rejected_total", {"reason": "unsigned"}),
+            daemon.metrics.sample("voltpay_sqs_dead_letter_messages"),
+            daemon.metrics.sample("voltpay_sqs_dead_letter_oldest_age_seconds"),
+        )
+
+    async def counted() -> bool:
+        rejected, depth, age = gauges()
+        return rejected == 1 and depth == 1 and age is not None and age > 0
+
+    # Sampled again a second after a refusal, not on the 15 s round.
+    await eventually(counted, timeout=10)
+    assert await queue_depth(aws, daemon.pipeline.resources.queue_url) == 0
+    assert not [message for message in sms.sent if "bonus" in message.body]
+
+
+async def test_every_daemon_on_a_database_gets_the_same_signing_key(database: str) -> None:
+    keys = await asyncio.gather(*(signing_keys.shared_secret() for _ in range(8)))
+    assert len(set(keys)) == 1
+    assert len(keys[0]) == 32
+    assert await signing_keys.shared_secret() == keys[0]  # kept: a restart reads it again
