@@ -75,5 +75,6 @@ async def test_agents_endpoint_reports_each_agent(api: Api) -> None:
         "processed",
         "failed",
         "lastError",
+        "lastErrorCode",
         "lastErrorAt",
     }

@@ -27,6 +27,7 @@ from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.bridges.sns import OutgoingEvent, PublishOutcome
 from voltpay.daemon.runtime import Daemon
+from voltpay.domain.event_signing import Keyring, SigningKey
 from voltpay.domain.events import UserRegistered, rfc3339
 from voltpay.models import leases
 from voltpay.models import outbox as outbox_store
@@ -37,6 +38,7 @@ from voltpay.observability.metrics import Metrics
 
 TOKEN = re.compile(r"Token: (\d{4}(?:-\d{4}){4}) \((\d+\.\d{2}) kWh\)")
 DUPLICATES = "voltpay_sqs_duplicates_skipped_total"
+KEYRING = Keyring(SigningKey.of(b"a test's own key, 32 bytes long."))
 
 
 @pytest.fixture
@@ -63,6 +65,12 @@ def envelope(type_: str, data: dict[str, Any]) -> tuple[str, str]:
         "data": data,
     }
     return event_id, json.dumps(body, separators=(",", ":"))
+
+
+def signed(daemon: Daemon, body: str) -> dict[str, Any]:
+    """The message attributes that make ``body`` an event of the daemon's."""
+    signature = daemon.pipeline.keyring.sign(body.encode())
+    return {"signature": {"DataType": "String", "StringValue": signature}}
 
 
 def duplicates_skipped(daemon: Daemon) -> float:
@@ -188,13 +196,15 @@ async def test_an_event_delivered_three_times_texts_once(
         },
     )
     baseline = duplicates_skipped(daemon)
-    await aws.sns.publish(TopicArn=topic_arn, Message=funded)
+    await aws.sns.publish(
+        TopicArn=topic_arn, Message=funded, MessageAttributes=signed(daemon, funded)
+    )
     await eventually(lambda: Notification.filter(event_id=funded_id, status="sent").exists())
     response = await aws.sns.publish_batch(
         TopicArn=topic_arn,
         PublishBatchRequestEntries=[
-            {"Id": "again", "Message": funded},
-            {"Id": "and-again", "Message": funded},
+            {"Id": "again", "Message": funded, "MessageAttributes": signed(daemon, funded)},
+            {"Id": "and-again", "Message": funded, "MessageAttributes": signed(daemon, funded)},
         ],
     )
     assert len(response["Successful"]) == 2, response
@@ -223,7 +233,10 @@ async def test_an_event_delivered_three_times_texts_once(
     received = daemon.metrics.sample("voltpay_sqs_received_total") or 0.0
     response = await aws.sqs.send_message_batch(
         QueueUrl=queue_url,
-        Entries=[{"Id": str(copy), "MessageBody": billed} for copy in range(3)],
+        Entries=[
+            {"Id": str(copy), "MessageBody": billed, "MessageAttributes": signed(daemon, billed)}
+            for copy in range(3)
+        ],
     )
     assert len(response["Successful"]) == 3, response
 
@@ -304,6 +317,7 @@ def relay_with(
 ) -> OutboxRelay:
     return OutboxRelay(
         publisher,  # type: ignore[arg-type]
+        keyring=KEYRING,
         lease=Lease(holder, 60.0),
         metrics=metrics or Metrics(process_metrics=False),
         interval_seconds=60.0,
@@ -326,7 +340,7 @@ async def add_outbox_rows(count: int) -> list[str]:
     return event_ids
 
 
-async def test_the_relay_publishes_in_batches_of_at_most_ten(instance: uuid.UUID) -> None:
+async def test_the_relay_signs_and_publishes_in_batches_of_at_most_ten(instance: uuid.UUID) -> None:
     event_ids = await add_outbox_rows(25)
     publisher = FakePublisher()
     metrics = Metrics(process_metrics=False)
@@ -344,6 +358,7 @@ async def test_the_relay_publishes_in_batches_of_at_most_ten(instance: uuid.UUID
         for event in batch:
             row = rows[event.event_id]
             assert (event.event_type, event.body) == (row.event_type, row.body)
+            KEYRING.verify(row.body.encode(), event.signature)  # each event signed, as it is
     assert all(row.published_at is not None for row in rows.values())
     assert all(row.claimed_until is None and row.attempts == 0 for row in rows.values())
     assert metrics.sample("voltpay_outbox_published_total") == 25
@@ -514,6 +529,8 @@ async def receives_in(pacer: Pacer | None, seconds: float) -> int:
         consumer,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]  # no message ever reaches the agents
         None,  # type: ignore[arg-type]
+        keyring=KEYRING,
+        max_event_age=timedelta(days=14),
         metrics=Metrics(process_metrics=False),
         max_in_flight=10,
         wait_seconds=0,

@@ -47,3 +47,13 @@ async def test_a_failing_queue_count_does_not_stop_publishing() -> None:
     window = BusWindow(20, broken, resync_seconds=0.0)
     window.published(20)
     assert await window.room() == 20
+
+
+async def test_messages_someone_else_sent_take_no_room_from_our_events() -> None:
+    queue = Queue(depth=30)  # our 20, and 10 that the poller dead-letters
+    window = BusWindow(20, queue, resync_seconds=0.0)
+    window.published(20)
+    assert await window.room() == 0  # ours fill it; the others add nothing
+    window.deleted(20)
+    queue.depth = 10  # the others, not yet moved
+    assert await window.room() == 20

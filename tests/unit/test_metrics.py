@@ -56,6 +56,7 @@ def test_every_metric_is_exposed_under_its_prometheus_name() -> None:
         "voltpay_sqs_duplicates_skipped_total",
         "voltpay_sqs_visibility_extensions_total",
         "voltpay_sqs_dead_letter_messages",
+        "voltpay_sqs_dead_letter_oldest_age_seconds",
         "voltpay_sms_sent_total",
         "voltpay_sms_failed_total",
         "voltpay_http_requests_total",
@@ -68,7 +69,8 @@ def test_every_metric_is_exposed_under_its_prometheus_name() -> None:
 
 def test_label_sets_are_bounded_and_carry_no_user_data() -> None:
     metrics = Metrics()
-    metrics.agent("bills", capacity=10).failed(0.01, "boom")
+    metrics.agent("bills", capacity=10).failed(0.01, RuntimeError("boom"))
+    metrics.events_rejected.labels(reason="forged").inc()
     metrics.sms_sent.labels(sender="twilio").inc()
     metrics.http_requests.labels(route="/api/Vend/{billId}/pay", method="POST", status="201").inc()
     metrics.http_duration.labels(route="/api/Vend/{billId}/pay", method="POST").observe(0.1)
@@ -77,6 +79,7 @@ def test_label_sets_are_bounded_and_carry_no_user_data() -> None:
     assert label_names(metrics, "voltpay_agent_failures") == {frozenset({"agent"})}
     assert label_names(metrics, "voltpay_agent_handling_duration_seconds") == {frozenset({"agent"})}
     assert label_names(metrics, "voltpay_sms_sent") == {frozenset({"sender"})}
+    assert label_names(metrics, "voltpay_events_rejected") == {frozenset({"reason"})}
     assert label_names(metrics, "voltpay_http_requests") == {
         frozenset({"route", "method", "status"})
     }
@@ -160,6 +163,7 @@ def test_agent_stats_track_a_message_through_the_mailbox() -> None:
         "processed": 1,
         "failed": 0,
         "lastError": None,
+        "lastErrorCode": None,
         "lastErrorAt": None,
     }
 
@@ -168,7 +172,7 @@ def test_a_failure_counts_as_processed_and_remembers_the_error() -> None:
     metrics = Metrics()
     stats = metrics.agent("wallets", capacity=5)
     stats.began()
-    stats.failed(0.2, "provider timed out")
+    stats.failed(0.2, TimeoutError("provider timed out"))
 
     labels = {"agent": "wallets"}
     assert metrics.sample("voltpay_agent_failures_total", labels) == 1.0
@@ -177,7 +181,8 @@ def test_a_failure_counts_as_processed_and_remembers_the_error() -> None:
     body = stats.to_json()
     assert body["processed"] == 1
     assert body["failed"] == 1
-    assert body["lastError"] == "provider timed out"
+    assert body["lastError"] == "TimeoutError"
+    assert body["lastErrorCode"] == "timeout"
     last_error_at = body["lastErrorAt"]
     assert isinstance(last_error_at, str)
     assert last_error_at.endswith("Z")
@@ -197,12 +202,37 @@ def test_agent_stats_never_go_negative_or_raise_on_unbalanced_calls() -> None:
     assert metrics.sample("voltpay_agent_handling_duration_seconds_sum", labels) == 0.0
 
 
-def test_long_errors_are_cut_for_the_agents_page() -> None:
-    stats = Metrics().agent("bills", capacity=1)
-    stats.failed(0.1, "x" * 10_000)
+class OperationalError(Exception):
+    """Named as the database drivers name theirs, from one of their modules."""
 
-    assert stats.last_error is not None
-    assert 0 < len(stats.last_error) <= 500
+
+OperationalError.__module__ = "asyncpg.exceptions"
+
+
+@pytest.mark.parametrize(
+    ("error", "name", "code"),
+    [
+        (
+            OperationalError('invalid byte sequence for encoding "UTF8": 0x00'),
+            "OperationalError",
+            "database",
+        ),
+        (TimeoutError("the vend of +2348012345678 timed out"), "TimeoutError", "timeout"),
+        (ConnectionRefusedError("connect to 127.0.0.1:5432"), "ConnectionRefusedError", "network"),
+        (KeyError("token 1234-5678-9012-3456-7890"), "KeyError", "internal"),
+    ],
+)
+def test_the_agents_page_shows_an_errors_class_and_code_never_its_text(
+    error: Exception, name: str, code: str
+) -> None:
+    stats = Metrics().agent("bills", capacity=1)
+    stats.failed(0.1, error)
+
+    body = stats.to_json()
+    assert (body["lastError"], body["lastErrorCode"]) == (name, code)
+    assert str(error.args[0]) not in str(body)
+    for fragment in ("0x00", "2348012345678", "5432", "1234-5678"):
+        assert fragment not in str(body)
 
 
 def test_agent_state_follows_the_lifecycle() -> None:
@@ -210,9 +240,9 @@ def test_agent_state_follows_the_lifecycle() -> None:
     assert stats.to_json()["state"] == "stopped"
     stats.started()
     assert stats.to_json()["state"] == "running"
-    stats.crashed("loop died")
+    stats.crashed(RuntimeError("loop died"))
     assert stats.to_json()["state"] == "crashed"
-    assert stats.to_json()["lastError"] == "loop died"
+    assert stats.to_json()["lastError"] == "RuntimeError"
     stats.stopped()
     assert stats.to_json()["state"] == "stopped"
 

@@ -119,6 +119,7 @@ def test_a_socket_folder_may_stand_for_the_host(database_env: pytest.MonkeyPatch
         ("VOLTPAY_AGENTS__YIELD_MAX_DELAY_SECONDS", "3601"),
         ("VOLTPAY_AGENTS__YIELD_MAX_DELAY_SECONDS", "-1"),
         ("VOLTPAY_AGENTS__YIELD_IN_FLIGHT", "-1"),
+        ("VOLTPAY_EVENTS__SIGNING_KEY", "too-short-to-sign-with"),
     ],
 )
 def test_values_past_any_sensible_bound_are_refused(

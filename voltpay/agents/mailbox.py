@@ -109,7 +109,7 @@ class Mailbox(Generic[C, R]):
                 # Nothing may escape an agent body: faust would drop the
                 # message and the caller would wait forever.
                 log.exception("agent %s failed on %s", self.name, type(envelope.command).__name__)
-                self.stats.failed(time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+                self.stats.failed(time.perf_counter() - started, exc)
                 _resolve(envelope.reply, error=AgentFailure(str(exc)))
             else:
                 self.stats.succeeded(time.perf_counter() - started)

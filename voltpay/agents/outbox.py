@@ -1,4 +1,5 @@
-"""The outbox relay: publishes committed events to SNS, at least once.
+"""The outbox relay: publishes committed events to SNS, at least once, each
+signed (``voltpay.domain.event_signing``) as it leaves the outbox.
 
 Woken right after a commit that wrote outbox rows, and by a timer as a safety
 net. Rows are published in PublishBatch calls of up to 10; each entry's result
@@ -17,7 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from voltpay.agents.pacing import Pacer
-from voltpay.bridges.sns import OutgoingEvent, PublishOutcome, SnsPublisher
+from voltpay.bridges.sns import OutgoingEvent, PublishFailed, PublishOutcome, SnsPublisher
+from voltpay.domain.event_signing import Keyring
 from voltpay.models import outbox as outbox_store
 from voltpay.models.leases import Lease
 from voltpay.models.tables import OutboxEvent
@@ -41,6 +43,7 @@ class OutboxRelay:
         self,
         publisher: SnsPublisher,
         *,
+        keyring: Keyring,
         lease: Lease,
         metrics: Metrics,
         interval_seconds: float,
@@ -52,6 +55,8 @@ class OutboxRelay:
         pacer: Pacer | None = None,
     ) -> None:
         self._publisher = publisher
+        # Signs every event published, so that consumers act only on ours.
+        self._keyring = keyring
         # Rows being published are leased to this daemon.
         self._lease = lease
         self._metrics = metrics
@@ -132,7 +137,7 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 log.exception("outbox relay pass failed")
-                self.stats.crashed(f"{type(exc).__name__}: {exc}")
+                self.stats.crashed(exc)
                 self.stats.started()
 
     async def flush(self, *, paced: bool = False) -> int:
@@ -191,7 +196,11 @@ class OutboxRelay:
     async def _publish(self, rows: Sequence[OutboxEvent]) -> int:
         self.stats.began()
         started = time.perf_counter()
-        events = [OutgoingEvent(str(r.event_id), r.event_type, r.body) for r in rows]
+        sign = self._keyring.sign
+        events = [
+            OutgoingEvent(str(r.event_id), r.event_type, r.body, sign(r.body.encode()))
+            for r in rows
+        ]
         try:
             outcomes = await self._publisher.publish_batch(events)
         except Exception as exc:
@@ -220,7 +229,7 @@ class OutboxRelay:
             self._metrics.outbox_publish_failures.inc(len(failures))
             first = by_event.get(str(failures[0].event_id), _LOST).error or "no result"
             log.warning("%d of %d events not published: %s", len(failures), len(rows), first)
-            self.stats.failed(elapsed, first)
+            self.stats.failed(elapsed, PublishFailed(first))
         else:
             self.stats.succeeded(elapsed)
         return len(done)

@@ -1,9 +1,18 @@
 """The SQS poller: long-polls the notifications queue and hands the events
 to the notifications and audit agents, one receive's messages as one batch,
-polling only while they have room (backpressure). A message is deleted, in
-batches, only after both agents handled it; anything else leaves it to be
-redelivered, and a message that keeps failing (or cannot be parsed) moves to
-the dead-letter queue."""
+polling only while they have room (backpressure).
+
+Before any agent sees a message, the poller takes it for an event of ours
+or refuses it (``read_event``: size, our signature, the strict envelope, its
+date; then the user it names must exist). A refused message is moved to the
+dead-letter queue at once and counted by reason; it is never retried.
+
+A message is deleted, in batches, only after both agents handled its event.
+The agents take a receive's events together; when an agent fails on them,
+it takes each event alone, so one event that breaks it holds up no other:
+the others are deleted on their first receive, and only the one that fails
+is left to be redelivered (and, should it keep failing, moved to the
+dead-letter queue by the queue's redrive policy)."""
 
 from __future__ import annotations
 
@@ -12,20 +21,27 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from voltpay.agents.audit import AuditAgent
 from voltpay.agents.mailbox import Overloaded, Stopped
 from voltpay.agents.notifications import Disposition, NotificationsAgent
 from voltpay.agents.pacing import Pacer
 from voltpay.bridges.sqs import MAX_BATCH, ReceivedMessage, SqsConsumer
-from voltpay.domain.events import Event, MalformedEvent, parse_envelope
+from voltpay.domain.event_signing import SIGNATURE_ATTRIBUTE, Keyring, read_event
+from voltpay.domain.events import Event, MalformedEvent
+from voltpay.models.users import existing_users
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.agents.poller")
 # SQS keeps a message hidden for at most 12 hours.
 MAX_VISIBILITY = 43200
 DLQ_SAMPLE_SECONDS = 15.0
+# After a refusal the dead-letter gauges are sampled again this soon (once
+# for a burst of refusals).
+DLQ_RESAMPLE_SECONDS = 1.0
 RECEIVE_LINGER_SECONDS = 0.03
 # A paced wait gives up after this many looks (the pace itself changes).
 PACE_CHECKS = 10
@@ -40,6 +56,8 @@ class SqsPoller:
         notifications: NotificationsAgent,
         audit: AuditAgent,
         *,
+        keyring: Keyring,
+        max_event_age: timedelta,
         metrics: Metrics,
         max_in_flight: int,
         wait_seconds: int,
@@ -52,6 +70,8 @@ class SqsPoller:
         self._consumer = consumer
         self._notifications = notifications
         self._audit = audit
+        self._keyring = keyring
+        self._max_event_age = max_event_age
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
@@ -69,6 +89,7 @@ class SqsPoller:
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._dead_lettered = asyncio.Event()
         self.stats = metrics.agent(self.name, capacity=max_in_flight)
 
     def start(self) -> None:
@@ -131,7 +152,7 @@ class SqsPoller:
             except Exception as exc:
                 self._release(free)
                 log.warning("receiving from SQS failed: %s; retrying in %.1f s", exc, backoff)
-                self.stats.crashed(f"receive: {type(exc).__name__}: {exc}")
+                self.stats.crashed(exc)
                 await asyncio.sleep(backoff)
                 self.stats.started()
                 backoff = min(backoff * 2, 30.0)
@@ -167,13 +188,14 @@ class SqsPoller:
             self._slots.release()
 
     async def _handle(self, messages: list[ReceivedMessage]) -> None:
-        """One receive's messages, handed to the agents as one batch."""
+        """One receive's messages: the refused ones dead-lettered, the events
+        of ours handed to the agents as one batch."""
         for _ in messages:
             self.stats.dequeued()
         self.stats.began()
         started = time.perf_counter()
         try:
-            done, deferred = await self._dispatch(messages)
+            done, deferred = await self._dispatch(await self._screen(messages))
             for message in done:
                 self._schedule_delete(message)
             if deferred:
@@ -188,7 +210,7 @@ class SqsPoller:
         except Exception as exc:
             ids = ", ".join(m.message_id for m in messages)
             log.exception("handling SQS messages %s failed", ids)
-            self.stats.failed(time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+            self.stats.failed(time.perf_counter() - started, exc)
         finally:
             for message in messages:
                 self._in_flight.pop(message.message_id, None)
@@ -196,40 +218,92 @@ class SqsPoller:
                 self._idle.set()
             self._release(len(messages))
 
+    async def _screen(
+        self, messages: Sequence[ReceivedMessage]
+    ) -> list[tuple[ReceivedMessage, Event]]:
+        """The messages that carry events of ours, with their events; the
+        others are moved to the dead-letter queue before this returns."""
+        now = datetime.now(UTC)
+        ours: list[tuple[ReceivedMessage, Event]] = []
+        refused: list[tuple[ReceivedMessage, str]] = []
+        for message in messages:
+            signature = message.attributes.get(SIGNATURE_ATTRIBUTE)
+            try:
+                event = read_event(
+                    message.body, signature, self._keyring, now=now, max_age=self._max_event_age
+                )
+            except MalformedEvent as exc:
+                refused.append((message, exc.reason))
+            else:
+                ours.append((message, event))
+        if ours:
+            known = await existing_users({event.payload.user_id for _, event in ours})
+            refused += [(m, "unknown_user") for m, e in ours if e.payload.user_id not in known]
+            ours = [(m, e) for m, e in ours if e.payload.user_id in known]
+        if refused:
+            await self._refuse(refused)
+        return ours
+
+    async def _refuse(self, refused: list[tuple[ReceivedMessage, str]]) -> None:
+        for message, reason in refused:
+            self._metrics.events_rejected.labels(reason=reason).inc()
+            # Neither the body nor the reader's words about it: the message is
+            # someone else's text, kept whole in the dead-letter queue.
+            log.warning(
+                "refused SQS message %s (%s): moving it to the dead-letter queue",
+                message.message_id,
+                reason,
+            )
+        moved = await self._consumer.dead_letter(refused)
+        if len(moved) < len(refused):
+            log.warning(
+                "%d refused messages stay in the queue until its redrive policy moves them",
+                len(refused) - len(moved),
+            )
+        self._dead_lettered.set()
+
     async def _dispatch(
-        self, messages: list[ReceivedMessage]
+        self, ours: list[tuple[ReceivedMessage, Event]]
     ) -> tuple[list[ReceivedMessage], list[ReceivedMessage]]:
         """The messages handled (to delete) and those to look at again shortly."""
-        parsed: list[tuple[ReceivedMessage, Event]] = []
-        for message in messages:
-            try:
-                parsed.append((message, parse_envelope(message.body)))
-            except MalformedEvent as exc:
-                # Never deleted: after maxReceiveCount deliveries SQS moves it to the DLQ.
-                log.warning(
-                    "unparseable message %s (delivery %d): %s",
-                    message.message_id,
-                    message.receive_count,
-                    exc,
-                )
-        if not parsed:
+        if not ours:
             return [], []
-        events = [event for _, event in parsed]
-        try:
-            outcome, _ = await asyncio.gather(
-                self._notifications.mailbox.ask(events), self._audit.mailbox.ask(events)
-            )
-        except (Overloaded, Stopped):
-            return [], []
-        done = [
-            message
-            for message, event in parsed
-            if outcome.get(event.event_id) in (Disposition.DONE, Disposition.DUPLICATE)
-        ]
-        deferred = [
-            message for message, event in parsed if outcome.get(event.event_id) is Disposition.DEFER
-        ]
+        events = [event for _, event in ours]
+        outcome, audited = await asyncio.gather(self._notify(events), self._record(events))
+        handled = (Disposition.DONE, Disposition.DUPLICATE)
+        done = [m for m, e in ours if e.event_id in audited and outcome.get(e.event_id) in handled]
+        deferred = [m for m, e in ours if outcome.get(e.event_id) is Disposition.DEFER]
         return done, deferred
+
+    async def _notify(self, events: Sequence[Event]) -> dict[uuid.UUID, Disposition]:
+        """What the notifications agent made of each event; none for an event
+        it failed on (left to be redelivered)."""
+        try:
+            return await self._notifications.mailbox.ask(events)
+        except (Overloaded, Stopped):
+            return {}
+        except Exception:
+            if len(events) == 1:
+                return {}
+        outcome: dict[uuid.UUID, Disposition] = {}
+        for alone in await asyncio.gather(*(self._notify([event]) for event in events)):
+            outcome.update(alone)
+        return outcome
+
+    async def _record(self, events: Sequence[Event]) -> set[uuid.UUID]:
+        """The ids of the events the audit agent appended."""
+        try:
+            await self._audit.mailbox.ask(events)
+        except (Overloaded, Stopped):
+            return set()
+        except Exception:
+            if len(events) == 1:
+                return set()
+            audited: set[uuid.UUID] = set()
+            for alone in await asyncio.gather(*(self._record([event]) for event in events)):
+                audited |= alone
+            return audited
+        return {event.event_id for event in events}
 
     def _schedule_delete(self, message: ReceivedMessage) -> None:
         self._to_delete.append(message)
@@ -282,11 +356,19 @@ class SqsPoller:
                 log.warning("extending visibility failed: %s", exc)
 
     async def _sample_dead_letters(self) -> None:
+        """The dead-letter queue's depth and its oldest letter's age, every
+        while and soon after a refusal."""
         while True:
             try:
                 depth = await self._consumer.dead_letter_depth()
                 if depth is not None:
                     self._metrics.sqs_dead_letter_messages.set(depth)
+                    age = await self._consumer.dead_letter_age() if depth else 0.0
+                    if age is not None:
+                        self._metrics.sqs_dead_letter_oldest_age.set(age)
             except Exception as exc:
                 log.debug("sampling the DLQ failed: %s", exc)
-            await asyncio.sleep(DLQ_SAMPLE_SECONDS)
+            self._dead_lettered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dead_lettered.wait(), DLQ_SAMPLE_SECONDS)
+                await asyncio.sleep(DLQ_RESAMPLE_SECONDS)

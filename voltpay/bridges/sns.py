@@ -12,6 +12,7 @@ from botocore.exceptions import ParamValidationError
 
 from voltpay.bridges.aws import TRANSPORT_ERRORS, describe_error
 from voltpay.bridges.direct import DirectCalls
+from voltpay.domain.event_signing import SIGNATURE_ATTRIBUTE
 
 _log = logging.getLogger(__name__)
 
@@ -25,6 +26,13 @@ class OutgoingEvent:
     event_id: str
     event_type: str
     body: str  # the event's JSON text, delivered to consumers byte for byte
+    # The ``signature`` message attribute (``voltpay.domain.event_signing``),
+    # which consumers check before they read the body.
+    signature: str | None = None
+
+
+class PublishFailed(Exception):
+    """SNS did not take an event; the text says what it answered."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,13 @@ def outcomes_from_response(
     return outcomes
 
 
+def _attributes(event: OutgoingEvent) -> dict[str, dict[str, str]]:
+    attributes = {"eventType": {"DataType": "String", "StringValue": event.event_type}}
+    if event.signature is not None:
+        attributes[SIGNATURE_ATTRIBUTE] = {"DataType": "String", "StringValue": event.signature}
+    return attributes
+
+
 class SnsPublisher:
     def __init__(self, sns: DirectCalls, topic_arn: str) -> None:
         self._sns = sns
@@ -106,9 +121,7 @@ class SnsPublisher:
             {
                 "Id": entry_id,
                 "Message": event.body,
-                "MessageAttributes": {
-                    "eventType": {"DataType": "String", "StringValue": event.event_type}
-                },
+                "MessageAttributes": _attributes(event),
             }
             for event, entry_id in zip(events, ids, strict=True)
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,11 @@ from voltpay.bridges.direct import DirectCalls
 _log = logging.getLogger(__name__)
 
 MAX_BATCH = 10
+# What one message, and one SendMessageBatch call in all, may carry: the
+# body's bytes and each attribute's name, type and value.
+MAX_MESSAGE_BYTES = 256 * 1024
+# The attribute naming why a message was dead-lettered.
+REJECTED_ATTRIBUTE = "voltpay.rejected"
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,40 @@ def _message_from(raw: Mapping[str, Any]) -> ReceivedMessage:
         body=str(raw.get("Body", "")),
         receive_count=int(system_attributes.get("ApproximateReceiveCount", "1")),
         attributes=attributes,
+    )
+
+
+def _attributes_size(attributes: Mapping[str, str]) -> int:
+    return sum(
+        len(name) + len("String") + len(value.encode()) for name, value in attributes.items()
+    )
+
+
+def _dead_letter_entry(index: int, message: ReceivedMessage, reason: str) -> dict[str, Any]:
+    """The copy of a refused message for the dead-letter queue: its body as
+    received, its attributes and the reason, as much of them as fits."""
+    size = len(message.body.encode())
+    attributes = {REJECTED_ATTRIBUTE: reason}  # first: at most ten are kept
+    attributes.update(
+        (name, value) for name, value in message.attributes.items() if name != REJECTED_ATTRIBUTE
+    )
+    if size + _attributes_size(attributes) > MAX_MESSAGE_BYTES:
+        attributes = {REJECTED_ATTRIBUTE: reason}
+    if size + _attributes_size(attributes) > MAX_MESSAGE_BYTES:
+        attributes = {}
+    entry: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
+    if attributes:
+        entry["MessageAttributes"] = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in list(attributes.items())[:MAX_BATCH]
+        }
+    return entry
+
+
+def _entry_size(entry: Mapping[str, Any]) -> int:
+    attributes = entry.get("MessageAttributes") or {}
+    return len(str(entry["MessageBody"]).encode()) + _attributes_size(
+        {name: value["StringValue"] for name, value in attributes.items()}
     )
 
 
@@ -125,6 +165,85 @@ class SqsConsumer:
             AttributeNames=["ApproximateNumberOfMessages"],
         )
         return int(response["Attributes"]["ApproximateNumberOfMessages"])
+
+    async def dead_letter(
+        self, refused: Sequence[tuple[ReceivedMessage, str]]
+    ) -> list[ReceivedMessage]:
+        """Move refused messages (each with the reason it was refused) to the
+        dead-letter queue at once: a copy sent there, then the message
+        deleted here. Returns the messages moved; one that could not be
+        copied stays in the queue, where the redrive policy moves it after
+        its last delivery.
+        """
+        if self._dead_letter_queue_url is None:
+            return []
+        entries = [
+            _dead_letter_entry(index, message, reason)
+            for index, (message, reason) in enumerate(refused)
+        ]
+        calls: list[list[dict[str, Any]]] = []
+        size = MAX_MESSAGE_BYTES
+        for entry in entries:
+            entry_size = _entry_size(entry)
+            if (
+                len(calls) == 0
+                or len(calls[-1]) == MAX_BATCH
+                or size + entry_size > MAX_MESSAGE_BYTES
+            ):
+                calls.append([])
+                size = 0
+            calls[-1].append(entry)
+            size += entry_size
+        copied: list[ReceivedMessage] = []
+        for chunk in calls:
+            try:
+                response = await self._sqs.call(
+                    "SendMessageBatch", QueueUrl=self._dead_letter_queue_url, Entries=chunk
+                )
+            except TRANSPORT_ERRORS as exc:
+                _log.warning(
+                    "copying %d messages to the dead-letter queue failed: %s",
+                    len(chunk),
+                    describe_error(exc),
+                )
+                continue
+            for failure in response.get("Failed") or []:
+                _log.warning(
+                    "copying a message to the dead-letter queue failed: %s",
+                    failure.get("Code"),
+                )
+            copied += [refused[int(item["Id"])][0] for item in response.get("Successful") or []]
+        failed = set(await self.delete_batch(copied))
+        return [message for message in copied if message.message_id not in failed]
+
+    async def dead_letter_age(self) -> float | None:
+        """Seconds since the oldest of up to ten dead letters was sent (or
+        first sent, for a message the redrive policy moved), from a look at
+        them that leaves them where they are; None when none was seen.
+
+        SQS gives no queue attribute for the oldest message's age (AWS has it
+        only as the CloudWatch metric ApproximateAgeOfOldestMessage), so this
+        is the oldest of those the look returns: the oldest of all when the
+        queue holds ten or fewer, otherwise a lower bound.
+        """
+        if self._dead_letter_queue_url is None:
+            return None
+        response = await self._sqs.call(
+            "ReceiveMessage",
+            QueueUrl=self._dead_letter_queue_url,
+            MaxNumberOfMessages=MAX_BATCH,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=0,
+            MessageSystemAttributeNames=["SentTimestamp"],
+        )
+        sent = [
+            int(message["Attributes"]["SentTimestamp"])
+            for message in response.get("Messages") or []
+            if "SentTimestamp" in (message.get("Attributes") or {})
+        ]
+        if not sent:
+            return None
+        return max(0.0, time.time() - min(sent) / 1000)
 
     async def depth(self) -> int:
         """Messages in the queue, visible or in flight (approximate, as SQS says)."""

@@ -411,6 +411,21 @@ class FundingSettings(BaseModel):
         return None
 
 
+class EventSettings(BaseModel):
+    # The key the outbox relay signs events with (at least 32 characters, the
+    # same on every daemon). Empty: a key made at the first start and kept
+    # in the database. Events signed with that key still verify once one is
+    # given here.
+    signing_key: SecretStr = SecretStr("")
+
+    @field_validator("signing_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. openssl rand -hex 32)")
+        return value
+
+
 class SystemdSettings(BaseModel):
     enabled: bool = True
 
@@ -437,6 +452,7 @@ class Settings(BaseSettings):
     provider: ProviderSettings = ProviderSettings()
     billing: BillingSettings = BillingSettings()
     outbox: OutboxSettings = OutboxSettings()
+    events: EventSettings = EventSettings()
     systemd: SystemdSettings = SystemdSettings()
     funding: FundingSettings = FundingSettings()
 

@@ -58,6 +58,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     register_secret(settings.twilio.auth_token.get_secret_value())
     register_secret(settings.aws.secret_access_key.get_secret_value())
     register_secret(settings.funding.secret_key.get_secret_value())
+    register_secret(settings.events.signing_key.get_secret_value())
     configure_logging(format=settings.log.format, level=settings.log.level)
     return settings
 

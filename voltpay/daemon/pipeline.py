@@ -28,10 +28,13 @@ from voltpay.bridges.sms import AllowedDestinations, SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
-from voltpay.config.settings import REPUBLISH_WINDOW_DAYS
+from voltpay.config.settings import REPUBLISH_WINDOW_DAYS, EventSettings
+from voltpay.domain.event_signing import Keyring, SigningKey
 from voltpay.http.context import Readiness
 from voltpay.models import outbox as outbox_store
+from voltpay.models import signing_keys
 from voltpay.models.leases import Lease
+from voltpay.observability.logging import register_secret
 from voltpay.observability.metrics import Metrics
 
 log = logging.getLogger("voltpay.daemon.pipeline")
@@ -48,11 +51,13 @@ class BusWindow:
     """How many more events the embedded bus should take now.
 
     moto scans its whole queue on every call, so it slows as the queue grows;
-    keeping at most ``size`` events in it keeps it fast. The count is kept
-    here (published minus deleted), with no call per check; only while the
-    window looks shut is it corrected from the queue's own count, at most once
-    a second, so that messages nobody deletes (bound for the dead-letter
-    queue, or sent by someone else) cannot keep it shut.
+    keeping at most ``size`` events in it keeps it fast. The count is of our
+    own events only (published minus deleted after handling), with no call
+    per check; only while the window looks shut is it corrected down to the
+    queue's own count, at most once a second, so that events of ours that
+    left without our delete (moved to the dead-letter queue) cannot keep it
+    shut. The queue's count never raises it: messages someone else sent,
+    which the poller dead-letters, take no room from our events.
     """
 
     def __init__(
@@ -69,7 +74,7 @@ class BusWindow:
         if self._in_bus >= self._size and now - self._synced_at >= self._resync_seconds:
             self._synced_at = now
             try:
-                self._in_bus = await self._depth()
+                self._in_bus = min(self._in_bus, await self._depth())
             except Exception:
                 return self._size  # let the publish itself report the trouble
         return self._size - self._in_bus
@@ -96,12 +101,14 @@ class Pipeline:
         clients: AwsClients,
         resources: Provisioned,
         sms_sender: SmsSender,
+        keyring: Keyring,
     ) -> None:
         self._settings = settings
         self._readiness = readiness
         self.resources = resources
         # Also the one-time codes', which the front sends itself.
         self.sms_sender = sms_sender
+        self.keyring = keyring
         # The embedded bus dies with the daemon: it is consumed to the end
         # at shutdown, and kept to a window of events meanwhile.
         self._embedded = settings.aws.uses_embedded_endpoint
@@ -140,6 +147,7 @@ class Pipeline:
         readiness.checks["sqs"] = self._consumer.check
         self.relay = OutboxRelay(
             publisher,
+            keyring=keyring,
             lease=Lease(instance_id, OUTBOX_LEASE_SECONDS),
             metrics=metrics,
             interval_seconds=settings.outbox.relay_interval_seconds,
@@ -174,6 +182,10 @@ class Pipeline:
             self._consumer,
             self.notifications,
             self.audit,
+            keyring=keyring,
+            # Older events may have left the inbox, which would take a
+            # replay for a first delivery.
+            max_event_age=timedelta(days=settings.outbox.retention_days),
             metrics=metrics,
             max_in_flight=in_flight,
             wait_seconds=settings.aws.wait_time_seconds,
@@ -251,6 +263,19 @@ class Pipeline:
         )
 
 
+async def event_keyring(settings: EventSettings) -> Keyring:
+    """Signs with the operator's key when one is given, else with the key
+    every daemon on this database shares (made at the first start); verifies
+    with both."""
+    secret = await signing_keys.shared_secret()
+    register_secret(secret.hex())  # as the database holds it
+    stored = SigningKey.of(secret)
+    given = settings.signing_key.get_secret_value().encode()
+    if not given:
+        return Keyring(stored)
+    return Keyring(SigningKey.of(given), [stored])
+
+
 @asynccontextmanager
 async def open_pipeline(
     settings: Settings,
@@ -286,6 +311,7 @@ async def open_pipeline(
             sms_sender or build_sms_sender(settings.twilio), settings.sms.allowed_prefixes
         )
         bridges.push_async_callback(sender.close)
+        keyring = await event_keyring(settings.events)
     except BaseException:
         await bridges.aclose()
         raise
@@ -298,5 +324,6 @@ async def open_pipeline(
         clients=clients,
         resources=resources,
         sms_sender=sender,
+        keyring=keyring,
     )
     await bridges.aclose()

@@ -8,15 +8,17 @@ On the wire keys are camelCase, ids are UUID strings, money is a decimal
 string with two places (``format_minor``'s form), times are RFC 3339 in UTC
 with milliseconds, and every value is a string.
 
-Reading is strict: a field that is missing or not in its wire form makes the
-whole message a ``MalformedEvent``, which the SQS poller never deletes, so it
-ends in the dead-letter queue instead of half-acted on. Keys the reader does
-not know are ignored, so a producer that adds a field does not break a
-consumer that predates it.
+Reading is strict: a field that is missing or not in its wire form, a time
+that is not a moment in UTC's range, or a control character (NUL and the
+like) in any string makes the whole message a ``MalformedEvent``, which the
+SQS poller moves to the dead-letter queue at once instead of half acting on
+it. Keys the reader does not know are ignored, so a producer that adds a
+field does not break a consumer that predates it.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,7 +41,33 @@ EVENT_VERSION = 1
 
 
 class MalformedEvent(ValueError):
-    """A bus message that is not an event of ours; it belongs in the DLQ."""
+    """A bus message that is not an event of ours; it belongs in the DLQ.
+    ``reason`` names why, as ``voltpay_events_rejected_total`` counts it."""
+
+    reason: ClassVar[str] = "malformed"
+
+
+class ControlCharacters(MalformedEvent):
+    """A string of the message holds a control character (NUL and the like),
+    which no field of ours carries and which PostgreSQL cannot store."""
+
+    reason = "control_chars"
+
+
+class StaleEvent(MalformedEvent):
+    """The event is dated outside the window its consumer accepts."""
+
+    reason = "stale"
+
+
+class OversizedEvent(MalformedEvent):
+    """The message is far larger than any event of ours."""
+
+    reason = "too_large"
+
+
+# C0 and C1 controls and DEL; tabs and newlines included (no field has them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def rfc3339(moment: datetime) -> str:
@@ -51,10 +79,16 @@ def rfc3339(moment: datetime) -> str:
 
 
 def parse_rfc3339(text: str) -> datetime:
-    """The moment ``rfc3339`` wrote; a time without an offset is UTC, as
-    ``rfc3339`` takes it. Raises ValueError for anything else."""
+    """The moment ``rfc3339`` wrote, in UTC; a time without an offset is UTC,
+    as ``rfc3339`` takes it. Raises ValueError for anything else, a moment
+    outside UTC's calendar (``0001-01-01T00:00:00+14:00``) included."""
     moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the range of UTC") from None
 
 
 class _Fields:
@@ -358,12 +392,31 @@ def new_event(payload: Payload, now: datetime | None = None) -> Event:
     return Event(uuid.uuid4(), now or datetime.now(UTC), payload)
 
 
+def _check_strings(value: object) -> None:
+    """Raise ``ControlCharacters`` when any string in ``value`` (keys too) holds one."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                raise ControlCharacters("a string of the message holds a control character")
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def parse_envelope(body: str | bytes) -> Event:
     """The event a bus message carries, its payload read strictly."""
     try:
         raw = orjson.loads(body)
         if not isinstance(raw, dict):
             raise MalformedEvent("the message is not a JSON object")
+        _check_strings(raw)
+        version = raw.get("version")
+        if type(version) is not int or version != EVENT_VERSION:
+            raise MalformedEvent(f"unknown envelope version {version!r}")
         type_ = raw["type"]
         read = _READERS.get(type_) if isinstance(type_, str) else None
         if read is None:

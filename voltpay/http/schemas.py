@@ -333,6 +333,7 @@ class AgentOut(Out):
     processed: int
     failed: int
     last_error: str | None = Field(alias="lastError")
+    last_error_code: str | None = Field(alias="lastErrorCode")
     last_error_at: str | None = Field(alias="lastErrorAt")
 
 

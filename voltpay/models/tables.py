@@ -370,3 +370,20 @@ class SimulatedMeter(Model):
 
     class Meta:
         table = "simulated_meters"
+
+
+class SigningKey(Model):
+    """A secret every daemon on this database shares, by what it is for
+    (``events``: the signature on each event the outbox relay publishes).
+
+    Created by the first daemon that needs it and never changed, so every
+    daemon verifies every other's events, and events published again after
+    a restart still verify.
+    """
+
+    purpose = fields.CharField(max_length=32, primary_key=True)
+    secret = fields.CharField(max_length=128)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "signing_keys"

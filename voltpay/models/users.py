@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
@@ -192,3 +193,15 @@ async def purge_expired(now: datetime | None = None) -> None:
 async def grant_role(username: str, role: str) -> bool:
     """Give the user ``role``; False when there is no such user."""
     return bool(await User.filter(username_key=fold(username)).update(role=role))
+
+
+async def existing_users(user_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``user_ids`` that name a user, in one query."""
+    if not user_ids:
+        return set()
+    found = await sql.rows(
+        connections.get("default"),
+        f"SELECT id FROM users WHERE id IN ({sql.placeholders(len(user_ids))})",
+        *user_ids,
+    )
+    return {uuid.UUID(str(row["id"])) for row in found}

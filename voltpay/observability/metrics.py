@@ -57,9 +57,40 @@ DURATION_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 
-# An error text is shown to operators, not stored for analysis; a full
-# traceback in every /api/agents answer would drown the useful part.
-_MAX_ERROR_CHARS = 500
+# A failure as operators see it: its class and what kind of part failed,
+# never its text, which may carry a query's values, an address or whatever
+# a message said (the text goes to the log, which masks secrets). The first
+# class in the error's MRO from one of these modules gives its code.
+_ERROR_CODES: tuple[tuple[str, str], ...] = (
+    ("tortoise.", "database"),
+    ("asyncpg.", "database"),
+    ("sqlite3.", "database"),
+    ("pypika.", "database"),
+    ("botocore.", "bus"),
+    ("aiobotocore.", "bus"),
+    ("voltpay.bridges.sns.", "bus"),
+    ("voltpay.bridges.sqs.", "bus"),
+    ("twilio.", "sms"),
+    ("voltpay.bridges.sms.", "sms"),
+    ("voltpay.bridges.electricity.", "provider"),
+    ("voltpay.domain.vending.", "provider"),
+    ("aiohttp.", "network"),
+)
+
+
+def error_code(error: BaseException) -> str:
+    """A stable snake_case name for the kind of failure ``error`` is."""
+    for cls in type(error).__mro__:
+        module = cls.__module__ + "."
+        for prefix, code in _ERROR_CODES:
+            if module.startswith(prefix):
+                return code
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, OSError):
+        return "network"
+    return "internal"
+
 
 AgentState = Literal["running", "stopped", "crashed"]
 
@@ -168,6 +199,21 @@ class Metrics:
             "Approximate number of messages in the dead-letter queue.",
             registry=registry,
         )
+        self.sqs_dead_letter_oldest_age = Gauge(
+            "voltpay_sqs_dead_letter_oldest_age_seconds",
+            "Seconds since the oldest dead letter seen was sent, from a look at up to "
+            "ten of them (SentTimestamp): exact while the queue holds ten or fewer, "
+            "a lower bound beyond; 0 when the queue is empty.",
+            registry=registry,
+        )
+        self.events_rejected = Counter(
+            "voltpay_events_rejected_total",
+            "Bus messages refused before any agent saw them and moved to the "
+            "dead-letter queue, by reason (forged, unsigned, malformed, stale, "
+            "control_chars, unknown_user, too_large).",
+            ("reason",),
+            registry=registry,
+        )
 
         self.fundings = Counter(
             "voltpay_fundings_total",
@@ -263,7 +309,8 @@ class AgentStats:
     processed: int = 0
     # Not ``failed``: that name is the method below.
     failures: int = 0
-    last_error: str | None = None
+    last_error: str | None = None  # the failure's class
+    last_error_code: str | None = None  # error_code()
     last_error_at: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -286,7 +333,7 @@ class AgentStats:
     def stopped(self) -> None:
         self.state = "stopped"
 
-    def crashed(self, error: str) -> None:
+    def crashed(self, error: BaseException) -> None:
         """The agent's loop itself died (not one message): it serves nothing now."""
         self.state = "crashed"
         self._remember(error)
@@ -313,7 +360,7 @@ class AgentStats:
     def succeeded(self, duration_seconds: float) -> None:
         self._finished(duration_seconds)
 
-    def failed(self, duration_seconds: float, error: str) -> None:
+    def failed(self, duration_seconds: float, error: BaseException) -> None:
         self._finished(duration_seconds)
         self.failures += 1
         self._failures.inc()
@@ -329,6 +376,7 @@ class AgentStats:
             "processed": self.processed,
             "failed": self.failures,
             "lastError": self.last_error,
+            "lastErrorCode": self.last_error_code,
             "lastErrorAt": rfc3339(self.last_error_at) if self.last_error_at else None,
         }
 
@@ -339,8 +387,9 @@ class AgentStats:
         self._processed.inc()
         self._duration.observe(max(0.0, duration_seconds))
 
-    def _remember(self, error: str) -> None:
-        self.last_error = error[:_MAX_ERROR_CHARS]
+    def _remember(self, error: BaseException) -> None:
+        self.last_error = type(error).__name__
+        self.last_error_code = error_code(error)
         self.last_error_at = datetime.now(UTC)
 
 

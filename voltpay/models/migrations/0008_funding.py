@@ -21,7 +21,7 @@ def _time(**kwargs: object) -> fields.DatetimeField:  # type: ignore[type-arg]
 
 
 class Migration(migrations.Migration):  # type: ignore[misc]
-    dependencies = [("models", "0006_idempotency_claim_holder")]
+    dependencies = [("models", "0007_signing_keys")]
 
     initial = False
 
