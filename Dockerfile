@@ -5,6 +5,17 @@
 #
 # --stop-timeout: the daemon drains for up to 25 s after SIGTERM, and docker's
 # default of 10 s would kill it mid-drain (compose: stop_grace_period: 30s).
+#
+# The event bus: by default the embedded one, a private SNS/SQS endpoint in a
+# child process of the daemon, inside the container, answering only requests
+# signed with a key pair made at every start; its events live in memory (the
+# daemon publishes again at start what it never consumed). For AWS:
+#   docker run ... -e VOLTPAY_AWS__EMBEDDED=false -e VOLTPAY_AWS__REGION=eu-west-1 \
+#     -e VOLTPAY_AWS__TOPIC_ARN=... -e VOLTPAY_AWS__QUEUE_URL=... \
+#     -e VOLTPAY_AWS__DEAD_LETTER_QUEUE_URL=...   (keys: an instance role, or
+#     VOLTPAY_AWS__ACCESS_KEY_ID and VOLTPAY_AWS__SECRET_ACCESS_KEY)
+# For LocalStack: -e VOLTPAY_AWS__ENDPOINT_URL=http://localstack:4566
+# (`voltpay aws bootstrap` creates the topic and queues and prints the settings).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

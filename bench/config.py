@@ -6,7 +6,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = ("healthz", "pay", "add-funds", "verify", "pipeline", "bridges", "drain", "rss")
+PARTS = (
+    "healthz",
+    "pay",
+    "add-funds",
+    "verify",
+    "pipeline",
+    "bridges",
+    "drain",
+    "rss",
+    "bus-memory",
+)
 DATABASES = ("sqlite", "postgres")
 RESULTS = Path(__file__).with_name("results")
 PG_ADMIN_URL = os.environ.get("VOLTPAY_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -25,6 +35,8 @@ class BenchConfig:
     wrk_threads: int = 1
     pipeline_events: int = 500  # payments per pipeline round on the embedded endpoint
     pipeline_rounds: int = 3
+    bus_memory_events: int = 20000  # events through the embedded bus for its RSS figure
+    bus_memory_warm_up: int = 2000
     stub_events: int = 5000  # events per bridges round against the instant stub
     drain_rounds: int = 2
     # The drain figure needs a load the pipeline keeps up with when there is

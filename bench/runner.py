@@ -42,6 +42,8 @@ from typing import Any
 import aiohttp
 
 import voltpay
+from bench import bus_memory
+from bench.bus_memory import BusMemorySample
 from bench.config import BenchConfig
 from bench.data import (
     BenchDb,
@@ -143,6 +145,7 @@ class Results:
     pipeline: list[PipelineSample] = field(default_factory=list)
     drain: list[DrainSample] = field(default_factory=list)
     rss: list[RssSample] = field(default_factory=list)
+    bus_memory: list[BusMemorySample] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source_at_start: str = field(default_factory=source_fingerprint)
@@ -154,6 +157,7 @@ class Results:
             "pipeline": [asdict(s) for s in self.pipeline],
             "drain": [asdict(s) for s in self.drain],
             "rss": [asdict(s) for s in self.rss],
+            "bus_memory": [asdict(s) for s in self.bus_memory],
         }
 
 
@@ -314,6 +318,8 @@ class Bench:
             # embedded endpoint would have to publish before the measured ones.
             if config.wants("pipeline"):
                 await self._embedded_pipeline_phase(database, db, url)
+            if config.wants("bus-memory") and database == config.drain_database:
+                await self._bus_memory(database, db, url)
             http_parts = {"healthz", "pay", "add-funds", "verify", "pipeline", "drain", "rss"}
             if any(config.wants(p) for p in http_parts):
                 await self._http_phase(database, db, url, first=first)
@@ -814,6 +820,28 @@ class Bench:
                         "drain: the backlog was gone before the window ended (round "
                         f"{number + 1}); raise --duration or the backlog for a steadier figure"
                     )
+
+    async def _bus_memory(self, database: str, db: BenchDb, url: str) -> None:
+        """RSS of a daemon and of its embedded bus over a long run of events."""
+        config = self.config
+        voltpay = await self._start_voltpay(f"{database}-bus-memory", url, None, db)
+        try:
+            sample = await bus_memory.measure(
+                voltpay.url,
+                voltpay.process.pid,
+                database=database,
+                events=config.bus_memory_events,
+                warm_up=config.bus_memory_warm_up,
+            )
+        finally:
+            await voltpay.stop()
+        self.results.bus_memory.append(sample)
+        for which, points in (("daemon", sample.daemon_kib), ("bus", sample.bus_kib)):
+            readings = ", ".join(f"{kib / 1024:.1f} MiB after {n}" for n, kib in points)
+            _say(
+                f"bus-memory {database} {which}: {readings} events; "
+                f"{sample.growth_bytes_per_event(which):.0f} B/event after warm-up"
+            )
 
     async def _rss(self, voltpay: Service, database: str, db: BenchDb) -> None:
         config = self.config

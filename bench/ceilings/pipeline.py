@@ -17,9 +17,10 @@ call → receive latency are known per message.
 * ``--mode raw``: aioboto3 calls as they are (the ceiling);
 * ``--mode bridges``: voltpay's own SnsPublisher and SqsConsumer.
 
-``--endpoint embedded`` starts moto's server inside this process, exactly as
-``voltpay run`` does by default (so it shares this process's interpreter);
-a URL points at an endpoint that is already running (the bench's stub).
+``--endpoint embedded`` starts the embedded bus (moto's server in a child
+process, behind its signature check), exactly as ``voltpay run`` does by
+default, and calls it with its key pair; a URL points at an endpoint that is
+already running (the bench's stub).
 
 Prints one line ``BENCH_JSON {...}``.
 """
@@ -39,7 +40,7 @@ from typing import Any
 from bench.procs import REPORT_MARK, use_uvloop
 from bench.stats import percentile
 from voltpay.bridges.aws import AwsClients
-from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.embedded import EmbeddedBus
 from voltpay.bridges.provisioning import Provisioned, provision
 from voltpay.bridges.sns import OutgoingEvent, SnsPublisher
 from voltpay.bridges.sqs import SqsConsumer
@@ -237,9 +238,13 @@ async def run(
     endpoint: str, events: int, mode: str, concurrency: int, window: int, timeout: float
 ) -> dict[str, Any]:
     embedded = None
+    key_id = secret = None
     if endpoint == "embedded":
-        embedded = EmbeddedAwsEndpoint()
-        url = await embedded.astart()
+        embedded = EmbeddedBus(region=AwsSettings().region)
+        access = await embedded.astart()
+        url = access.url
+        key_id = access.credentials.access_key_id
+        secret = access.credentials.secret_access_key
     else:
         url = endpoint
     suffix = uuid.uuid4().hex[:10]
@@ -253,8 +258,8 @@ async def run(
         async with await AwsClients.open(
             endpoint_url=url,
             region=settings.region,
-            access_key_id=None,
-            secret_access_key=None,
+            access_key_id=key_id,
+            secret_access_key=secret,
             local_endpoint=True,
         ) as clients:
             made = await provision(clients, settings)
@@ -267,7 +272,7 @@ async def run(
                 return {"events": events, "received": 0, "timed_out": True}
     finally:
         if embedded is not None:
-            await embedded.astop(grace_seconds=0.5)
+            await embedded.astop()
     seconds = max(tally.last_receive - tally.first_publish, 1e-9)
     return {
         "mode": mode,

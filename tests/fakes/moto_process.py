@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.moto_server import MotoServer
 
 _ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 30.0
@@ -55,7 +55,7 @@ def moto_process() -> Iterator[str]:
 
 
 def main() -> None:
-    endpoint = EmbeddedAwsEndpoint()
+    endpoint = MotoServer()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pytest
 
-from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.moto_server import MotoServer
 
 Scope = Literal["session", "package", "module", "class", "function"]
 
@@ -26,7 +26,7 @@ Scope = Literal["session", "package", "module", "class", "function"]
 @contextmanager
 def running_moto_server() -> Iterator[str]:
     """Start moto's server on a free loopback port; yield its URL; stop it."""
-    endpoint = EmbeddedAwsEndpoint()
+    endpoint = MotoServer()
     url = endpoint.start()
     try:
         yield url

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from voltpay.bridges.aws import AwsClients, is_local_endpoint
 from voltpay.bridges.direct import DirectCalls
-from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.moto_server import MotoServer
 from voltpay.bridges.provisioning import Provisioned, provision
 from voltpay.bridges.sns import (
     OutgoingEvent,
@@ -145,12 +145,12 @@ def publisher(aws: AwsClients, provisioned: Provisioned) -> SnsPublisher:
     return SnsPublisher(aws.sns_direct, provisioned.topic_arn)
 
 
-# --- the embedded endpoint -------------------------------------------------------------
+# --- moto's server (open: the stand-in for AWS; private behind the bus guard) ---------
 
 
-def test_embedded_endpoint_serves_and_stops_without_leaving_threads() -> None:
+def test_moto_server_serves_and_stops_without_leaving_threads() -> None:
     threads_before = set(threading.enumerate())
-    endpoint = EmbeddedAwsEndpoint()
+    endpoint = MotoServer()
 
     url = endpoint.start()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
@@ -167,7 +167,7 @@ def test_embedded_endpoint_serves_and_stops_without_leaving_threads() -> None:
     assert leftover == []
 
 
-def test_embedded_endpoint_is_ready_however_much_moto_holds(
+def test_moto_server_is_ready_however_much_moto_holds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The start-up probe must not read moto's state. Every moto server in a
@@ -181,7 +181,7 @@ def test_embedded_endpoint_is_ready_however_much_moto_holds(
         raise AssertionError("the probe read moto's whole state")
 
     monkeypatch.setitem(urls.url_paths, "{0}/moto-api/data.json", dump_too_slowly)
-    endpoint = EmbeddedAwsEndpoint(ready_timeout_seconds=3.0)
+    endpoint = MotoServer(ready_timeout_seconds=3.0)
     try:
         url = endpoint.start()
         assert endpoint.running and url.startswith("http://127.0.0.1:")
@@ -189,8 +189,8 @@ def test_embedded_endpoint_is_ready_however_much_moto_holds(
         endpoint.stop()
 
 
-async def test_embedded_endpoint_stops_promptly_with_a_long_poll_in_flight() -> None:
-    endpoint = EmbeddedAwsEndpoint()
+async def test_moto_server_stops_promptly_with_a_long_poll_in_flight() -> None:
+    endpoint = MotoServer()
     url = await endpoint.astart()
     try:
         async with await AwsClients.open(

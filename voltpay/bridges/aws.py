@@ -17,6 +17,7 @@ from voltpay import __version__
 from voltpay.bridges.direct import DirectCalls
 
 if TYPE_CHECKING:
+    from voltpay.bridges.embedded import BusAccess
     from voltpay.config.settings import AwsSettings
 
 # moto and LocalStack accept any key pair; botocore still refuses to sign
@@ -172,24 +173,25 @@ class AwsClients:
 
     @classmethod
     async def from_settings(
-        cls, settings: AwsSettings, *, embedded_endpoint_url: str | None = None
+        cls, settings: AwsSettings, *, embedded: BusAccess | None = None
     ) -> AwsClients:
-        """Open the clients the settings describe; pass the embedded endpoint's URL
-        when ``settings.uses_embedded_endpoint``."""
+        """Open the clients the settings describe; pass the embedded bus's
+        address and key pair when ``settings.uses_embedded_endpoint``."""
         if settings.uses_embedded_endpoint:
-            if not embedded_endpoint_url:
+            if embedded is None:
                 raise ValueError("settings use the embedded endpoint but none was started")
-            endpoint: str | None = embedded_endpoint_url
-            local: bool | None = True
-        else:
-            endpoint = settings.endpoint_url or None
-            local = None
+            return await cls.open(
+                endpoint_url=embedded.url,
+                region=embedded.credentials.region,
+                access_key_id=embedded.credentials.access_key_id,
+                secret_access_key=embedded.credentials.secret_access_key,
+                local_endpoint=True,
+            )
         return await cls.open(
-            endpoint_url=endpoint,
+            endpoint_url=settings.endpoint_url or None,
             region=settings.region,
             access_key_id=settings.access_key_id or None,
             secret_access_key=settings.secret_access_key.get_secret_value() or None,
-            local_endpoint=local,
         )
 
     @property

@@ -1,224 +1,156 @@
-"""The embedded SNS/SQS endpoint: moto's server on 127.0.0.1, in this process.
+"""The embedded SNS/SQS endpoint: a private bus in a child process.
 
-It is what makes `voltpay run` work with nothing installed. moto keeps its state
-in module-level backends, so every endpoint started in one process shares the
-same topics and queues.
+It is what makes `voltpay run` work with nothing installed. moto's server runs
+in a process of its own (``voltpay.bridges.bus_process``), the only holder of
+the bus's state, on a free loopback port. It answers only SNS and SQS calls
+signed with a key pair made at random for this start, which reaches the
+child over a pipe and nobody else (``voltpay.bridges.bus_guard``); the daemon
+calls it with that pair through the same clients as it calls AWS. The child
+lives as long as the pipe's other end: it ends when the daemon stops it or
+dies, however it dies.
+
+A loopback port with checked signatures rather than a Unix socket: botocore
+and aiohttp speak to it as to any endpoint, and a local user who finds the
+port gets a 403 for every request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from typing import Any
+from dataclasses import dataclass
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import ThreadedWSGIServer
+from voltpay.bridges.bus_guard import BusCredentials
+from voltpay.observability.logging import register_secret
 
 _log = logging.getLogger(__name__)
 
-_HOST = "127.0.0.1"
-# A request answered by moto itself, without touching any AWS service backend
-# or reading its state: /moto-api/data.json dumps the models of every backend,
-# which all moto servers in a process share, so it slows with every queue made.
-_PROBE_PATH = "/moto-api/config"
-# socketserver only notices shutdown() between polls; the default 0.5 s would
-# make every stop wait that long.
-_POLL_INTERVAL_SECONDS = 0.05
-# A proxy from the environment could not reach this process's loopback port.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_CHILD = "voltpay.bridges.bus_process"
 
 
-class _QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler with one Server header and our logging.
+@dataclass(frozen=True)
+class BusAccess:
+    """Where the embedded bus listens and the key pair it accepts."""
 
-    moto's responses carry their own Server header and the standard library adds
-    a second one; aiohttp (under aiobotocore) rejects such a response outright
-    ("Duplicate 'Server' header found", getmoto/moto#9930). werkzeug would also
-    attach its own stderr handler and print one access line per SNS/SQS call,
-    bypassing the daemon's log format.
+    url: str
+    credentials: BusCredentials
+
+
+class EmbeddedBus:
+    """The bus's child process, started and stopped on demand.
+
+    Start it from a thread that lives as long as the bus (the event loop's):
+    on Linux the child is killed when the thread that started it ends.
     """
 
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        level = logging.WARNING if type in {"error", "warning"} else logging.DEBUG
-        _log.log(level, "embedded endpoint: " + message.rstrip(), *args)
-
-
-class _TrackingWSGIServer(ThreadedWSGIServer):
-    """werkzeug's threaded server, remembering its request threads.
-
-    Its request threads are daemons, which socketserver does not track, so
-    without this a stop could not wait for the requests still being answered.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._request_threads: set[threading.Thread] = set()
-        self._request_threads_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="embedded-aws-request",
-            daemon=True,
-        )
-        with self._request_threads_lock:
-            self._request_threads = {t for t in self._request_threads if t.is_alive()}
-            self._request_threads.add(thread)
-        thread.start()
-
-    def join_requests(self, deadline: float) -> list[threading.Thread]:
-        """Wait for request threads until the monotonic deadline; return the
-        ones still running."""
-        with self._request_threads_lock:
-            threads = list(self._request_threads)
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        return [thread for thread in threads if thread.is_alive()]
-
-
-class _MotoServer(ThreadedMotoServer):
-    """moto's threaded server with a startup that cannot hang and quiet logs.
-
-    moto's own entry point never sets its ready event when binding fails, which
-    would leave start() waiting forever.
-    """
-
-    def __init__(self) -> None:
-        # Port 0: the kernel picks a free port at bind time, so there is no
-        # window in which another process can take it.
-        super().__init__(ip_address=_HOST, port=0, verbose=False)
-        self.wsgi_server: _TrackingWSGIServer | None = None
-        self.startup_error: BaseException | None = None
-
-    def _server_entry(self) -> None:
-        try:
-            server = _TrackingWSGIServer(
-                self._ip_address,
-                self._port,
-                DomainDispatcherApplication(create_backend_app),
-                handler=_QuietRequestHandler,
-            )
-        except BaseException as exc:  # werkzeug calls sys.exit() when it cannot bind
-            self.startup_error = exc
-            self._server_ready_event.set()
-            return
-        self.wsgi_server = server
-        self._server = server
-        self._server_ready_event.set()
-        # werkzeug's serve_forever closes the listening socket when it returns.
-        server.serve_forever(poll_interval=_POLL_INTERVAL_SECONDS)
-
-
-class EmbeddedAwsEndpoint:
-    """moto's server on 127.0.0.1 and a free port, started and stopped on demand.
-
-    start()/stop() block briefly; async code uses astart()/astop().
-    """
-
-    def __init__(self, *, ready_timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, *, region: str, log_format: str = "json", ready_timeout_seconds: float = 30.0
+    ) -> None:
+        self._region = region
+        self._log_format = log_format
         self._ready_timeout_seconds = ready_timeout_seconds
-        self._server: _MotoServer | None = None
-        self._url: str | None = None
-        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._access: BusAccess | None = None
+        self._credentials: BusCredentials | None = None
 
     @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("the embedded AWS endpoint is not running")
-        return self._url
+    def access(self) -> BusAccess:
+        if self._access is None:
+            raise RuntimeError("the embedded bus is not running")
+        return self._access
 
     @property
-    def running(self) -> bool:
-        return self._url is not None
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
-    def start(self) -> str:
-        """Start the server and return its URL once it answers HTTP."""
-        with self._lock:
-            if self._url is not None:
-                return self._url
-            server = _MotoServer()
-            server.start()
-            if server.startup_error is not None or server.wsgi_server is None:
-                raise RuntimeError(
-                    f"embedded AWS endpoint failed to start: {server.startup_error!r}"
-                )
-            host, port = server.get_host_and_port()
-            url = f"http://{host}:{port}"
-            self._server = server
-            try:
-                self._wait_until_answering(url)
-            except BaseException:
-                self._shutdown(server, grace_seconds=1.0)
-                self._server = None
-                raise
-            self._url = url
-            _log.info("embedded AWS endpoint listening on %s", url)
-            return url
+    def start(self) -> BusAccess:
+        """Start the child and return its address once it listens."""
+        self._spawn()
+        return self._wait_until_listening()
 
-    def stop(self, *, grace_seconds: float = 2.0) -> None:
-        """Stop accepting connections and wait up to grace_seconds for requests.
+    async def astart(self) -> BusAccess:
+        self._spawn()  # here: the child dies with the thread that forks it
+        return await asyncio.to_thread(self._wait_until_listening)
 
-        A long poll already inside moto cannot be interrupted (moto sleeps until
-        its WaitTimeSeconds ends even when the client went away), so its request
-        thread may outlive stop() by up to 20 s; it is a daemon thread that
-        closes its own socket and ends by itself. Close the AWS clients and stop
-        polling before stopping the endpoint.
-        """
-        with self._lock:
-            server, self._server, self._url = self._server, None, None
-            if server is not None:
-                self._shutdown(server, grace_seconds=grace_seconds)
+    def stop(self, *, grace_seconds: float = 5.0) -> None:
+        """Close the child's stdin and wait for it to exit (killed after the grace)."""
+        process, self._process, self._access = self._process, None, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            _log.warning("the embedded bus did not stop within %.0f s; killed", grace_seconds)
+            process.kill()
+            process.wait()
 
-    async def astart(self) -> str:
-        return await asyncio.to_thread(self.start)
-
-    async def astop(self, *, grace_seconds: float = 2.0) -> None:
+    async def astop(self, *, grace_seconds: float = 5.0) -> None:
         await asyncio.to_thread(self.stop, grace_seconds=grace_seconds)
 
-    def _wait_until_answering(self, url: str) -> None:
-        deadline = time.monotonic() + self._ready_timeout_seconds
-        while True:
-            try:
-                with _DIRECT.open(url + _PROBE_PATH, timeout=1.0) as response:
-                    response.read()
-                return
-            except (urllib.error.URLError, OSError) as exc:
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(f"embedded AWS endpoint at {url} did not answer") from exc
-                time.sleep(0.05)
+    def _spawn(self) -> None:
+        if self._process is not None:
+            raise RuntimeError("the embedded bus is already running")
+        credentials = BusCredentials.generate(self._region)
+        register_secret(credentials.secret_access_key)
+        # The child may ask to die with its parent only when the thread that
+        # forks it lives as long as the bus.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        die_with = [str(os.getpid())] if in_main_thread else []
+        process = subprocess.Popen(
+            [sys.executable, "-m", _CHILD, *die_with],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self._process = process
+        self._access = None
+        config = {
+            "access_key_id": credentials.access_key_id,
+            "secret_access_key": credentials.secret_access_key,
+            "region": credentials.region,
+            "log_format": self._log_format,
+        }
+        assert process.stdin is not None
+        try:
+            process.stdin.write(json.dumps(config).encode() + b"\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died at once; _wait_until_listening says so
+        self._credentials = credentials
 
-    @staticmethod
-    def _shutdown(server: _MotoServer, *, grace_seconds: float) -> None:
-        deadline = time.monotonic() + grace_seconds
-        wsgi_server = server.wsgi_server
-        if wsgi_server is None:
-            return
-        wsgi_server.shutdown()
-        serving_thread = server._thread
-        if serving_thread is not None:
-            serving_thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        still_running = wsgi_server.join_requests(deadline)
-        if still_running:
-            _log.info(
-                "embedded AWS endpoint stopped with %d request(s) in flight "
-                "(a long poll ends by itself within its wait time)",
-                len(still_running),
-            )
+    def _wait_until_listening(self) -> BusAccess:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        deadline = time.monotonic() + self._ready_timeout_seconds
+        line = b""
+        try:
+            while not line.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RuntimeError("the embedded bus did not start in time")
+                readable, _, _ = select.select([process.stdout], [], [], remaining)
+                if readable:
+                    chunk = os.read(process.stdout.fileno(), 256)
+                    if not chunk:
+                        raise RuntimeError(
+                            f"the embedded bus exited at start (code {process.wait()})"
+                        )
+                    line += chunk
+        except BaseException:
+            self.stop(grace_seconds=1.0)
+            raise
+        process.stdout.close()
+        assert self._credentials is not None
+        url = line.decode().strip()
+        self._access = BusAccess(url=url, credentials=self._credentials)
+        _log.info("embedded SNS/SQS bus (pid %d) listening on %s", process.pid, url)
+        return self._access

@@ -22,7 +22,7 @@ from voltpay.agents.outbox import OutboxRelay
 from voltpay.agents.pacing import Arrivals, Load, Pacer
 from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
 from voltpay.bridges.aws import AwsClients
-from voltpay.bridges.embedded import EmbeddedAwsEndpoint
+from voltpay.bridges.embedded import BusAccess, EmbeddedBus
 from voltpay.bridges.provisioning import Provisioned, provision
 from voltpay.bridges.sms import AllowedDestinations, SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
@@ -294,17 +294,16 @@ async def open_pipeline(
     aws = settings.aws
     bridges = AsyncExitStack()
     try:
-        embedded_url = None
+        embedded: BusAccess | None = None
         if aws.uses_embedded_endpoint:
-            embedded = EmbeddedAwsEndpoint()
-            embedded_url = await embedded.astart()
-            bridges.push_async_callback(embedded.astop)
-            log.info("embedded SNS/SQS endpoint at %s", embedded_url)
+            bus = EmbeddedBus(region=aws.region, log_format=settings.log.format)
+            embedded = await bus.astart()
+            bridges.push_async_callback(bus.astop)
             since = datetime.now(UTC) - timedelta(days=REPUBLISH_WINDOW_DAYS)
             again = await outbox_store.republish_unconsumed(since)
             if again:
                 log.info("publishing %d events again: the embedded bus lost them", again)
-        clients = await AwsClients.from_settings(aws, embedded_endpoint_url=embedded_url)
+        clients = await AwsClients.from_settings(aws, embedded=embedded)
         bridges.push_async_callback(clients.close)
         resources = await provision(clients, aws)
         sender = AllowedDestinations(
