@@ -61,7 +61,12 @@ def deployment_env(request: pytest.FixtureRequest) -> dict[str, str]:
 async def test_sigterm_under_load_drains_every_payment(
     daemons: Daemons, http: aiohttp.ClientSession, deployment_env: dict[str, str]
 ) -> None:
-    env = {**deployment_env, "VOLTPAY_PROVIDER__LATENCY_SECONDS": "0.3"}
+    env = {
+        **deployment_env,
+        "VOLTPAY_PROVIDER__LATENCY_SECONDS": "0.3",
+        # One user's payments all in flight at once: the drain is what is tested.
+        "VOLTPAY_HTTP__MAX_IN_FLIGHT_PER_USER": str(2 * BILLS),
+    }
     first = daemons.start(env)
     await first.wait_ready(http)
     api = Api(http, first.base_url)

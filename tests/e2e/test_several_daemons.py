@@ -58,8 +58,14 @@ class Cluster:
 
 @pytest.fixture
 def shared_env(pg_database: str, separate_aws_url: str) -> dict[str, str]:
-    """One database, one endpoint, one topic and queue pair: the same for every daemon."""
-    return {"VOLTPAY_DATABASE__URL": pg_database, **external_aws_env(separate_aws_url)}
+    """One database, one endpoint, one topic and queue pair: the same for every
+    daemon. One user's bills all go at once: the money across daemons is what
+    is tested, not the front door's share per user, which is lifted."""
+    return {
+        "VOLTPAY_DATABASE__URL": pg_database,
+        **external_aws_env(separate_aws_url),
+        "VOLTPAY_HTTP__MAX_IN_FLIGHT_PER_USER": str(BILLS),
+    }
 
 
 @pytest.fixture
