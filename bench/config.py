@@ -6,7 +6,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = ("healthz", "pay", "add-funds", "verify", "pipeline", "bridges", "drain", "rss")
+PARTS = (
+    "healthz",
+    "pay",
+    "add-funds",
+    "verify",
+    "fairness",
+    "pipeline",
+    "bridges",
+    "drain",
+    "rss",
+)
 DATABASES = ("sqlite", "postgres")
 RESULTS = Path(__file__).with_name("results")
 PG_ADMIN_URL = os.environ.get("VOLTPAY_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -33,6 +43,11 @@ class BenchConfig:
     # 4 connections the API is still busy (200-400 pay req/s) and it does.
     drain_connections: int = 4
     rss_seconds: int = 300
+    # The quiet user's pay-then-read pairs a second, beside the flood's wrk
+    # connections; the flooder's bills paid (and as many pending) beforehand.
+    fairness_rate: float = 10.0
+    fairness_connections: int = 64
+    fairness_history: int = 30
     pg_admin_url: str = PG_ADMIN_URL
     out_dir: Path = RESULTS
     profile: bool = False
