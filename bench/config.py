@@ -11,6 +11,7 @@ PARTS = (
     "pay",
     "add-funds",
     "verify",
+    "fairness",
     "pipeline",
     "bridges",
     "drain",
@@ -45,6 +46,11 @@ class BenchConfig:
     # 4 connections the API is still busy (200-400 pay req/s) and it does.
     drain_connections: int = 4
     rss_seconds: int = 300
+    # The quiet user's pay-then-read pairs a second, beside the flood's wrk
+    # connections; the flooder's bills paid (and as many pending) beforehand.
+    fairness_rate: float = 10.0
+    fairness_connections: int = 64
+    fairness_history: int = 30
     pg_admin_url: str = PG_ADMIN_URL
     out_dir: Path = RESULTS
     profile: bool = False

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from voltpay.http.auth import hash_password, token_digest
+from voltpay.models.users import CUSTOMER, fold
 
 BENCH_PASSWORD = "bench-password-1"
 BALANCE_MINOR = 10**13
@@ -123,12 +124,15 @@ class BenchDb(abc.ABC):
         users, wallets, sessions = [], [], []
         for number in range(count):
             user = BenchUser(uuid.uuid4(), uuid.uuid4(), secrets.token_urlsafe(32))
+            username = f"bench_{number:06d}_{secrets.token_hex(3)}"
             users.append(
                 (
                     user.user_id,
-                    f"bench_{number:06d}_{secrets.token_hex(3)}",
+                    username,
+                    fold(username),
                     password_hash,
                     f"+23480{number:08d}",
+                    CUSTOMER,
                     now,
                 )
             )
@@ -136,7 +140,17 @@ class BenchDb(abc.ABC):
             sessions.append((token_digest(user.token), user.user_id, now, now + SESSION_TTL))
             self.users.append(user)
         await self._insert(
-            "users", ("id", "username", "password_hash", "phone_number", "created_at"), users
+            "users",
+            (
+                "id",
+                "username",
+                "username_key",
+                "password_hash",
+                "phone_number",
+                "role",
+                "created_at",
+            ),
+            users,
         )
         await self._insert(
             "wallets",
@@ -149,12 +163,14 @@ class BenchDb(abc.ABC):
         await self._after_bulk_write()
         return list(self.users)
 
-    async def add_bills(self, count: int) -> list[tuple[str, uuid.UUID]]:
-        """``count`` new pending bills over all users, in a shuffled order of
-        users; returns (bearer token, bill id) pairs."""
+    async def add_bills(
+        self, count: int, users: Sequence[BenchUser] | None = None
+    ) -> list[tuple[str, uuid.UUID]]:
+        """``count`` new pending bills over all users (or over ``users``), in a
+        shuffled order of users; returns (bearer token, bill id) pairs."""
         now = _now()
         rows, pairs = [], []
-        order = list(self.users)
+        order = list(self.users if users is None else users)
         for number in range(count):
             if number % len(order) == 0:
                 self._rng.shuffle(order)

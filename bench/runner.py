@@ -13,7 +13,8 @@ Order of one run (each part only when selected with ``--only``):
    b. voltpay (``voltpay run``) with its SNS/SQS endpoint on the stub, and the
       database ceiling on the same database: /healthz (first database only),
       pay, add-funds and verify through wrk, voltpay and its ceiling in turns;
-      the daemon's own pipeline against the stub; on one database the pay rate
+      a quiet user's pays alone and beside another user's flood, in turns
+      (``bench.fairness``); the daemon's own pipeline against the stub; on one database the pay rate
       while the pipeline drains a backlog, and RSS over a steady pay load;
 3. voltpay's bridges and raw aioboto3 against the instant stub.
 
@@ -47,11 +48,13 @@ from bench.bus_memory import BusMemorySample
 from bench.config import BenchConfig
 from bench.data import (
     BenchDb,
+    BenchUser,
     PostgresDb,
     SqliteDb,
     create_postgres_database,
     drop_postgres_database,
 )
+from bench.fairness import FLOODS, FairnessSample, quiet_user
 from bench.procs import (
     PYTHON,
     VOLTPAY,
@@ -146,6 +149,7 @@ class Results:
     drain: list[DrainSample] = field(default_factory=list)
     rss: list[RssSample] = field(default_factory=list)
     bus_memory: list[BusMemorySample] = field(default_factory=list)
+    fairness: list[FairnessSample] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source_at_start: str = field(default_factory=source_fingerprint)
@@ -158,6 +162,7 @@ class Results:
             "drain": [asdict(s) for s in self.drain],
             "rss": [asdict(s) for s in self.rss],
             "bus_memory": [asdict(s) for s in self.bus_memory],
+            "fairness": [asdict(s) for s in self.fairness],
         }
 
 
@@ -320,7 +325,16 @@ class Bench:
                 await self._embedded_pipeline_phase(database, db, url)
             if config.wants("bus-memory") and database == config.drain_database:
                 await self._bus_memory(database, db, url)
-            http_parts = {"healthz", "pay", "add-funds", "verify", "pipeline", "drain", "rss"}
+            http_parts = {
+                "healthz",
+                "pay",
+                "add-funds",
+                "verify",
+                "fairness",
+                "pipeline",
+                "drain",
+                "rss",
+            }
             if any(config.wants(p) for p in http_parts):
                 await self._http_phase(database, db, url, first=first)
         finally:
@@ -355,13 +369,10 @@ class Bench:
             for part in ("add-funds", "verify"):
                 if config.wants(part):
                     await self._singles(stage, part)
+            if config.wants("fairness"):
+                await self._fairness(stage)
             if config.wants("pipeline"):
-                for number in range(config.pipeline_rounds):
-                    await stage.quiet()
-                    sample = await self._voltpay_pipeline(
-                        voltpay, db, "voltpay-stub", database, number, config.stub_events // 5
-                    )
-                    self._stub_pipeline_rate = sample.events_per_s or self._stub_pipeline_rate
+                await self._stub_pipeline(stage)
             if database == config.drain_database:
                 if config.wants("drain"):
                     await self._drain(voltpay, database, db, stage.quiet)
@@ -373,6 +384,20 @@ class Bench:
             if ceiling is not None:
                 await ceiling.stop()
             await voltpay.stop()
+
+    async def _stub_pipeline(self, stage: Stage) -> None:
+        config = self.config
+        for number in range(config.pipeline_rounds):
+            await stage.quiet()
+            sample = await self._voltpay_pipeline(
+                stage.voltpay,
+                stage.db,
+                "voltpay-stub",
+                stage.database,
+                number,
+                config.stub_events // 5,
+            )
+            self._stub_pipeline_rate = sample.events_per_s or self._stub_pipeline_rate
 
     async def _pairs(self, stage: Stage, part: str, ceiling: Service) -> None:
         """voltpay and its ceiling in turns, every level, all rounds; which of
@@ -400,6 +425,85 @@ class Bench:
             result = await self._wrk_api(stage.voltpay, part, stage.db, connections)
             self._record(part, "voltpay", stage.database, connections, 0, result)
             await self._catch_up(stage.db)
+
+    async def _fairness(self, stage: Stage) -> None:
+        """The quiet user alone and beside another user's flood, in turns
+        (which goes first alternating from round to round), for each flood."""
+        config = self.config
+        quiet, flooder = stage.db.users[0], stage.db.users[1]
+        # The flooder's lists hold something: paid and pending bills, and
+        # the ledger entries of the payments.
+        history = await stage.db.add_bills(2 * config.fairness_history, users=[flooder])
+        await self._fire_pays(stage.voltpay.url, history[: config.fairness_history])
+        # The same line for each of up to 16 wrk threads (bench/lua/api.lua).
+        lines = {
+            "lists": [f"{flooder.token} {flooder.wallet_id}"] * 16,
+            "verify": [flooder.token] * 16,
+        }
+        files = {flood: self._write_lines(f"flood-{flood}", lines[flood]) for flood in FLOODS}
+        for flood in FLOODS:
+            for number in range(config.rounds):
+                for state in in_turns(number, "alone", "flooded"):
+                    await stage.quiet()
+                    await self._fairness_window(stage, quiet, flood, state, number, files[flood])
+                await stage.db.expire_pending()  # the verifies' bills
+
+    async def _fairness_window(
+        self,
+        stage: Stage,
+        quiet: BenchUser,
+        flood: str,
+        state: str,
+        number: int,
+        data: Path,
+    ) -> None:
+        config = self.config
+        ticks = int(config.fairness_rate * config.duration) + 1
+        bills = [bill for _, bill in await stage.db.add_bills(ticks + 3, users=[quiet])]
+        load: asyncio.Task[WrkResult] | None = None
+        if state == "flooded":
+            load = asyncio.create_task(
+                run_wrk(
+                    stage.voltpay.url,
+                    connections=config.fairness_connections,
+                    duration=config.warmup + config.duration + 1,
+                    threads=config.wrk_threads,
+                    mode=flood,
+                    data_file=data,
+                    statuses=True,
+                )
+            )
+            await asyncio.sleep(config.warmup + 0.5)  # the flood under way
+        try:
+            run = await quiet_user(
+                stage.voltpay.url,
+                quiet.token,
+                bills,
+                seconds=config.duration,
+                rate=config.fairness_rate,
+            )
+        finally:
+            flooded = await load if load is not None else None
+        sample = FairnessSample.of(stage.database, flood, state, number, run)
+        if flooded is not None:
+            sample.flood_requests = flooded.requests
+            sample.flood_rps = flooded.rps
+            sample.flood_too_many = flooded.too_many
+        self.results.fairness.append(sample)
+        extra = ""
+        if flooded is not None:
+            extra = (
+                f"; flood {flooded.rps:7.1f} req/s, {flooded.too_many} of "
+                f"{flooded.requests} answered 429"
+            )
+        if run.failures:
+            extra += f"  ({run.failures} of the quiet user's requests failed)"
+        _say(
+            f"fairness  {flood:6} {stage.database:8} {state:7} round {number + 1}: quiet pay "
+            f"p50 {sample.pay_p50_ms:7.2f} ms  p99 {sample.pay_p99_ms:7.2f} ms  "
+            f"get p50 {sample.get_p50_ms:6.2f} ms{extra}"
+        )
+        await stage.db.expire_pending()
 
     async def _catch_up(self, db: BenchDb) -> None:
         """How long the round's events took to be texted after it ended."""

@@ -35,6 +35,7 @@ class WrkResult:
     errors: int  # socket errors, timeouts and answers >= 400
     wrapped: int  # times a thread ran out of data lines
     steal: float | None = None  # the share of the machine's CPU time stolen meanwhile
+    too_many: int = 0  # answers 429, counted only when asked for (``statuses``)
 
     @property
     def rps(self) -> float:
@@ -50,8 +51,10 @@ async def run_wrk(
     mode: str | None = None,
     data_file: Path | None = None,
     timeout_seconds: int = 10,
+    statuses: bool = False,
 ) -> WrkResult:
-    """One wrk run; ``mode`` and ``data_file`` select the API script."""
+    """One wrk run; ``mode`` and ``data_file`` select the API script, which
+    with ``statuses`` also counts the answers 429."""
     threads = max(1, min(threads, connections))
     argv = [
         find_wrk(),
@@ -66,6 +69,8 @@ async def run_wrk(
         if data_file is None:
             raise ValueError("an API mode needs a data file")
         argv += ["-s", str(LUA / "api.lua"), url, "--", mode, str(data_file), str(threads)]
+        if statuses:
+            argv.append("statuses")
     ticks = machine_ticks()
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -96,4 +101,5 @@ async def run_wrk(
         errors=errors,
         wrapped=int(raw["wrapped"]),
         steal=steal,
+        too_many=int(raw.get("too_many", 0)),
     )

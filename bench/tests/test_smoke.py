@@ -18,7 +18,12 @@ import pytest
 from bench.report import REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_ONLY = {"pay_pg_ratio", "pay_pg_p99_ms"}
+POSTGRES_ONLY = {
+    "pay_pg_ratio",
+    "pay_pg_p99_ms",
+    "fairness_quiet_p50_ratio_pg",
+    "fairness_quiet_p99_ratio_pg",
+}
 
 
 @pytest.mark.timeout(300)

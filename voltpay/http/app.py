@@ -202,20 +202,28 @@ def _problem_response(request: web.Request, error: Exception) -> web.StreamRespo
 class Shares:
     """Requests in flight per user (per client address before a session):
     past a share, a request is refused at once (429) instead of queueing
-    behind its own sender's flood, ahead of everybody else."""
+    behind its own sender's flood, ahead of everybody else.
+
+    A bearer token has a user's share too, taken before its session is
+    looked up: a flood's refused requests then cost no database round trip,
+    and hold no place in the pool that others' requests wait for."""
 
     def __init__(self, *, per_user: int, per_client: int) -> None:
         self._per_user = per_user
         self._per_client = per_client
         self._in_flight: Counter[str] = Counter()
 
-    @contextlib.contextmanager
-    def taken(self, request: web.Request) -> Iterator[None]:
+    def taken(self, request: web.Request) -> contextlib.AbstractContextManager[None]:
         user = request.get(CURRENT_USER)
         if user is not None:
-            key, limit = str(user.id), self._per_user
-        else:
-            key, limit = "client " + client_address(request), self._per_client
+            return self._held(str(user.id), self._per_user)
+        return self._held("client " + client_address(request), self._per_client)
+
+    def taken_by_token(self, token_digest: str) -> contextlib.AbstractContextManager[None]:
+        return self._held("token " + token_digest, self._per_user)
+
+    @contextlib.contextmanager
+    def _held(self, key: str, limit: int) -> Iterator[None]:
         if self._in_flight[key] >= limit:
             raise Problem(
                 429,
@@ -241,16 +249,21 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bearer authentication, the sender's share, then Idempotency-Key, for
     /api/ routes only."""
     path = request.path
-    if path not in PUBLIC_API and path != "/api/agents":
-        await _authenticate(request)
+    shares = request.app[SHARES]
+    if path in PUBLIC_API or path == "/api/agents":
+        with shares.taken(request):
+            return await _idempotent(request, handler)
+    digest = _bearer_digest(request)
+    with shares.taken_by_token(digest):
+        await _authenticate(request, digest)
         if path.startswith(fundings.ADMIN_PREFIX) and request[CURRENT_USER].role != OPERATOR:
             # To anyone but an operator the operators' routes do not exist.
             raise not_found()
-    with request.app[SHARES].taken(request):
-        return await _idempotent(request, handler)
+        with shares.taken(request):
+            return await _idempotent(request, handler)
 
 
-async def _authenticate(request: web.Request) -> None:
+def _bearer_digest(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -258,7 +271,10 @@ async def _authenticate(request: web.Request) -> None:
         raise unauthorized()
     if not token.isascii():  # no token voltpay issues is anything else
         raise unauthorized("the token is unknown, expired or logged out")
-    digest = auth.token_digest(token)
+    return auth.token_digest(token)
+
+
+async def _authenticate(request: web.Request, digest: str) -> None:
     user = await user_store.session_user(digest)
     if user is None:
         raise unauthorized("the token is unknown, expired or logged out")
