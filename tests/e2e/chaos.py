@@ -9,20 +9,31 @@ and one SNS/SQS endpoint (moto's server in a process of its own, which
 outlives every daemon as AWS does; one topic, one queue, one dead-letter
 queue for all). In ``embedded`` mode one daemon runs on its defaults: the
 SQLite file under its working folder's ``./var/`` and the SNS/SQS endpoint it
-starts itself. Either way the daemons text through a fake Twilio server that
-runs in this process, so every SMS a phone would get is counted.
+starts itself. Either way the daemons text through a fake Twilio server and
+take money in through a fake Paystack server (gateway funding mode), both
+running in this process, so every SMS a phone would get and every payment
+made on the gateway are counted.
 
 The run, in order: virtual users register, fund their wallets, verify meters
 and pay bills, each request sent to the daemons in turn; every 3-6 s a random
 daemon is killed with SIGKILL and started again on its port about a second
 later; then each daemon in turn is stopped with SIGTERM (it must exit 0) and
 started again; then the load stops and the daemons get a bounded quiet period
-to settle every bill and text every event; then they are stopped with
-SIGTERM. The figures read at the end decide PASS or FAIL: no wallet below
-zero or out of step with its ledger, no bill debited twice, none left
-processing, no 5xx beyond the two that are answers (503 to retry elsewhere,
-502 ``vend_failed`` for a refunded vend), no prepaid token on two bills, and
-every committed event audited and texted exactly once.
+to settle every bill and funding and text every event; then they are stopped
+with SIGTERM. A user funds the wallet as a customer does: an intent from
+add-funds, paid on the gateway's checkout; the run then plays the gateway's
+``charge.success`` webhook, sent once, or 2-3 times (in parallel to
+different daemons, or one after another), or never (the daemons' reconciler
+must find the payment), or to a daemon just as it is killed or stopped; a
+delivery without a 200 is sent again to the next daemon, as Paystack retries.
+
+The figures read at the end decide PASS or FAIL: no wallet below zero or out
+of step with its ledger, no bill debited twice, none left processing, no 5xx
+beyond the two that are answers (503 to retry elsewhere, 502 ``vend_failed``
+for a refunded vend), no prepaid token on two bills, every committed event
+audited and texted exactly once, and every funding paid on the gateway
+credited exactly once (succeeded, with one ledger credit of its amount) and
+none credited twice. Intents never paid may stay pending (shown, not judged).
 
 The last line printed holds the figures as ``key=value`` pairs and the
 verdict; the exit code is 0 on PASS and 1 on FAIL. The run folder (a
