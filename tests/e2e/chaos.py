@@ -1168,8 +1168,10 @@ class Progress:
 
 
 async def progress(reader: Reader, paid: Set[str]) -> Progress:
-    ((processing, unpublished, committed, texted, audited),) = await reader.rows(PROGRESS_QUERY)
+    # The pending fundings first: one credited after this read is counted
+    # pending here, and one credited before it has its event in the counts.
     pending = {str(reference) for (reference,) in await reader.rows(PENDING_FUNDINGS_QUERY)}
+    ((processing, unpublished, committed, texted, audited),) = await reader.rows(PROGRESS_QUERY)
     return Progress(
         int(processing),
         int(unpublished),
@@ -1625,8 +1627,9 @@ async def quiet_period(run: Run, reader: Reader) -> Progress:
     deadline = began + run.options.quiet_seconds
     webhooks = run.webhooks
     while True:
-        state = await progress(reader, run.paystack.paid)
+        # Before the reads: a delivery that ends during them has not been seen done.
         delivered = webhooks is None or webhooks.idle
+        state = await progress(reader, run.paystack.paid)
         if (state.settled and delivered) or time.monotonic() >= deadline:
             verb = "settled" if state.settled and delivered else "not settled"
             run.log(
