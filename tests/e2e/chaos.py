@@ -9,20 +9,31 @@ and one SNS/SQS endpoint (moto's server in a process of its own, which
 outlives every daemon as AWS does; one topic, one queue, one dead-letter
 queue for all). In ``embedded`` mode one daemon runs on its defaults: the
 SQLite file under its working folder's ``./var/`` and the SNS/SQS endpoint it
-starts itself. Either way the daemons text through a fake Twilio server that
-runs in this process, so every SMS a phone would get is counted.
+starts itself. Either way the daemons text through a fake Twilio server and
+take money in through a fake Paystack server (gateway funding mode), both
+running in this process, so every SMS a phone would get and every payment
+made on the gateway are counted.
 
 The run, in order: virtual users register, fund their wallets, verify meters
 and pay bills, each request sent to the daemons in turn; every 3-6 s a random
 daemon is killed with SIGKILL and started again on its port about a second
 later; then each daemon in turn is stopped with SIGTERM (it must exit 0) and
 started again; then the load stops and the daemons get a bounded quiet period
-to settle every bill and text every event; then they are stopped with
-SIGTERM. The figures read at the end decide PASS or FAIL: no wallet below
-zero or out of step with its ledger, no bill debited twice, none left
-processing, no 5xx beyond the two that are answers (503 to retry elsewhere,
-502 ``vend_failed`` for a refunded vend), no prepaid token on two bills, and
-every committed event audited and texted exactly once.
+to settle every bill and funding and text every event; then they are stopped
+with SIGTERM. A user funds the wallet as a customer does: an intent from
+add-funds, paid on the gateway's checkout; the run then plays the gateway's
+``charge.success`` webhook, sent once, or 2-3 times (in parallel to
+different daemons, or one after another), or never (the daemons' reconciler
+must find the payment), or to a daemon just as it is killed or stopped; a
+delivery without a 200 is sent again to the next daemon, as Paystack retries.
+
+The figures read at the end decide PASS or FAIL: no wallet below zero or out
+of step with its ledger, no bill debited twice, none left processing, no 5xx
+beyond the two that are answers (503 to retry elsewhere, 502 ``vend_failed``
+for a refunded vend), no prepaid token on two bills, every committed event
+audited and texted exactly once, and every funding paid on the gateway
+credited exactly once (succeeded, with one ledger credit of its amount) and
+none credited twice. Intents never paid may stay pending (shown, not judged).
 
 The last line printed holds the figures as ``key=value`` pairs and the
 verdict; the exit code is 0 on PASS and 1 on FAIL. The run folder (a
@@ -51,12 +62,20 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+    Set,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import asyncpg
@@ -69,6 +88,7 @@ from tests.e2e.conftest import (
     free_port,
 )
 from tests.fakes.moto_process import moto_process
+from tests.fakes.paystack_server import FakePaystackServer
 from tests.fakes.twilio_server import FakeTwilioServer
 from tests.postgres import scratch_database
 
@@ -78,7 +98,8 @@ SHARED_METER = "45067812345"
 OTHER_METER = "A123456"
 SHARED_METER_SHARE = 0.75
 BILL_AMOUNT = Decimal("25.00")
-TOP_UP = Decimal("500.00")
+# Small enough that each user funds the wallet every few bills.
+TOP_UP = Decimal("200.00")
 # Enough for a double-pay attempt and one more bill.
 LOW_BALANCE = 3 * BILL_AMOUNT
 DOUBLE_PAY_SHARE = 0.1
@@ -92,6 +113,35 @@ DAEMON_SETTINGS = {
     "VOLTPAY_BILLING__RECONCILE_INTERVAL_SECONDS": "1",
 }
 TWILIO_FROM = "+15005550006"
+PAYSTACK_SECRET = "sk_test_" + "c" * 40
+WEBHOOK_PATH = "/api/gateway/paystack/webhook"
+# Gateway funding: a webhook not in within RECONCILE_AFTER seconds of the
+# intent is looked for by the reconciler, so lost webhooks settle well inside
+# the quiet period; the verify timeout keeps a dead daemon's lease short.
+FUNDING_SETTINGS = {
+    "VOLTPAY_FUNDING__MODE": "gateway",
+    "VOLTPAY_FUNDING__SECRET_KEY": PAYSTACK_SECRET,
+    "VOLTPAY_FUNDING__CALLBACK_URL": "https://shop.example.com/funded",
+    "VOLTPAY_FUNDING__RECONCILE_AFTER_SECONDS": "4",
+    "VOLTPAY_FUNDING__RECONCILE_MAX_WAIT_SECONDS": "4",
+    "VOLTPAY_FUNDING__RECONCILE_INTERVAL_SECONDS": "0.5",
+    "VOLTPAY_FUNDING__TIMEOUT_SECONDS": "3",
+}
+# What becomes of each paid funding's charge.success webhook, with its share:
+# sent once; sent 2-3 times (in parallel to different daemons, or one after
+# another); never sent (the reconciler must find the payment); or sent to a
+# daemon just as it is killed or stopped.
+WEBHOOK_FATES = ("once", "duplicated", "lost", "at_kill")
+WEBHOOK_FATE_SHARES = (0.35, 0.3, 0.2, 0.15)
+WEBHOOK_FIRST_DELAY_SECONDS = (0.0, 0.5)
+WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+# Paystack retries a delivery that got no 200 for days; the run for a minute,
+# past which the reconciler is the payment's only way in.
+WEBHOOK_RETRY_WINDOW_SECONDS = 60.0
+WEBHOOK_RETRY_PAUSE_SECONDS = (0.2, 1.0)
+# How long a user waits for a paid funding to be credited before going on.
+FUNDING_PATIENCE_SECONDS = 20.0
+FUNDING_POLL_SECONDS = 0.5
 
 KILL_PAUSE_SECONDS = (3.0, 6.0)
 RESTART_DELAY_SECONDS = 1.0
@@ -112,6 +162,8 @@ DEFAULT_DURATION_SECONDS = 180.0
 SHORT_DURATION_SECONDS = 25.0
 DETAIL_ROWS = 50
 TAIL_LINES = 10
+
+T = TypeVar("T")
 
 # PR_SET_PDEATHSIG from <linux/prctl.h>.
 _PR_SET_PDEATHSIG = 1
@@ -190,7 +242,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-# -- the fake Twilio server, on a loop of its own -----------------------------
+# -- the fake Twilio and Paystack servers, each on a loop of its own -----------
 
 
 @dataclass(frozen=True)
@@ -203,20 +255,41 @@ class TextMessage:
     created: str
 
 
+class LoopThread:
+    """An event loop in a thread of its own, so that a fake server's answers
+    never wait behind the load on the run's loop: a late answer would make a
+    daemon's client retry (text twice, time a verify call out) for a reason
+    that is not the daemon's."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+
+    async def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs ``coroutine`` on the thread's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def stop(self, last: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                await self.call(last())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join, 10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
 class TwilioThread:
-    """The fake Twilio server on an event loop in a thread of its own, so
-    that its answers never wait behind the load on the run's loop: a late
-    answer would make a daemon's SMS client retry, and text twice, for a
-    reason that is not the daemon's."""
+    """The fake Twilio server on a loop of its own."""
 
     def __init__(self) -> None:
         self.account_sid = "AC" + uuid.uuid4().hex
         self.auth_token = uuid.uuid4().hex
         self.fake = FakeTwilioServer(account_sid=self.account_sid, auth_token=self.auth_token)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="fake-twilio", daemon=True
-        )
+        self._thread = LoopThread("fake-twilio")
 
     def settings(self) -> dict[str, str]:
         return {
@@ -228,18 +301,10 @@ class TwilioThread:
 
     async def start(self) -> None:
         self._thread.start()
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.fake.start(), self._loop))
+        await self._thread.call(self.fake.start())
 
     async def stop(self) -> None:
-        if self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(
-                    asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop)
-                )
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            await asyncio.to_thread(self._thread.join, 10)
-        if not self._thread.is_alive():
-            self._loop.close()
+        await self._thread.stop(self.fake.stop)
 
     def messages(self) -> list[TextMessage]:
         """Every message the fake accepted, in arrival order."""
@@ -247,6 +312,38 @@ class TwilioThread:
             TextMessage(str(m["to"]), str(m["body"]), str(m["sid"]), str(m["date_created"]))
             for m in list(self.fake.messages)
         ]
+
+
+class PaystackThread:
+    """The fake Paystack server (initialize, verify) on a loop of its own;
+    the run plays its customers paying on it and its webhook deliveries."""
+
+    def __init__(self) -> None:
+        self.fake = FakePaystackServer(secret_key=PAYSTACK_SECRET)
+        self._thread = LoopThread("fake-paystack")
+        self.paid: set[str] = set()
+
+    def settings(self) -> dict[str, str]:
+        return {**FUNDING_SETTINGS, "VOLTPAY_FUNDING__GATEWAY_URL": self.fake.base_url}
+
+    async def start(self) -> None:
+        self._thread.start()
+        await self._thread.call(self.fake.start())
+
+    async def stop(self) -> None:
+        await self._thread.stop(self.fake.stop)
+
+    async def pay(self, reference: str) -> tuple[bytes, str]:
+        """The customer pays the checkout of ``reference``; the signed
+        ``charge.success`` webhook Paystack then sends."""
+
+        async def on_the_gateway() -> tuple[bytes, str]:
+            self.fake.pay(reference)
+            return self.fake.charge_success(reference)
+
+        webhook = await self._thread.call(on_the_gateway())
+        self.paid.add(reference)
+        return webhook
 
 
 # -- the daemons -----------------------------------------------------------------
@@ -457,6 +554,11 @@ class LoadStats:
     abandoned: int = 0
     double_pays: int = 0
     double_pay_two_winners: int = 0
+    # The gateway's side: webhook deliveries sent (each try counts), what
+    # became of each paid funding's webhook, and deliveries given up.
+    webhooks: int = 0
+    webhook_fates: Counter[str] = field(default_factory=Counter)
+    webhooks_given_up: list[str] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     errors_5xx: list[dict[str, Any]] = field(default_factory=list)
     unexpected: list[dict[str, Any]] = field(default_factory=list)
@@ -604,30 +706,177 @@ class Transport:
         )
 
 
+class Webhooks:
+    """The gateway's ``charge.success`` deliveries, as Paystack makes them:
+    each paid funding's webhook is sent once, or 2-3 times (in parallel to
+    different daemons, or one after another), or never, or held until a
+    daemon is about to be killed or stopped and sent to it then. A delivery
+    that gets no 200 (refused, reset, timed out, 5xx) is sent again, to the
+    next daemon, until the retry window closes."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, fleet: Fleet, stats: LoadStats, rng: random.Random
+    ) -> None:
+        self._http = http
+        self._urls = [slot.base_url for slot in fleet.slots]
+        self._stats = stats
+        self._rng = rng
+        self._turn = itertools.count()
+        self._numbers = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: list[tuple[bytes, str]] = []
+
+    @property
+    def idle(self) -> bool:
+        """No delivery under way and none held."""
+        return not self._tasks and not self._held
+
+    def paid(self, body: bytes, signature: str) -> None:
+        """A funding was paid on the gateway: its webhook's fate is drawn."""
+        fate = self._rng.choices(WEBHOOK_FATES, weights=WEBHOOK_FATE_SHARES)[0]
+        self._stats.webhook_fates[fate] += 1
+        if fate == "lost":
+            return
+        if fate == "at_kill":
+            self._held.append((body, signature))
+            return
+        copies = 1 if fate == "once" else self._rng.choice((2, 3))
+        parallel = copies > 1 and self._rng.random() < 0.5
+        self._spawn(self._send(body, signature, copies, parallel))
+
+    def strike(self, index: int) -> int:
+        """Sends every held webhook to daemon ``index``, which is about to be
+        killed or stopped; how many."""
+        held, self._held = self._held, []
+        for body, signature in held:
+            self._spawn(self._deliver(body, signature, index))
+        return len(held)
+
+    def release(self) -> None:
+        """Sends the webhooks still held (no daemon went down after them)."""
+        held, self._held = self._held, []
+        for body, signature in held:
+            self._spawn(self._deliver(body, signature, next(self._turn)))
+
+    async def stop(self) -> None:
+        """Deliveries still under way are given up."""
+        self.release()
+        for task in list(self._tasks):
+            task.cancel()
+            self._stats.webhooks_given_up.append(f"{task.get_name()} still under way at the end")
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine, name=f"webhook-{next(self._numbers)}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._stats.harness_errors.append(f"{task.get_name()}: {task.exception()!r}")
+
+    async def _send(self, body: bytes, signature: str, copies: int, parallel: bool) -> None:
+        await asyncio.sleep(self._rng.uniform(*WEBHOOK_FIRST_DELAY_SECONDS))
+        first = next(self._turn)
+        if parallel:
+            await asyncio.gather(
+                *(self._deliver(body, signature, first + n) for n in range(copies))
+            )
+            return
+        for n in range(copies):
+            await self._deliver(body, signature, first + n)
+            await asyncio.sleep(self._rng.uniform(0.0, 1.0))
+
+    async def _deliver(self, body: bytes, signature: str, slot: int) -> None:
+        """One delivery, tried until a daemon answers 200 or the window closes."""
+        started = time.monotonic()
+        request_id = f"chaos-webhook-{next(self._numbers)}"
+        for attempt in itertools.count(1):
+            slot %= len(self._urls)
+            answer = await self._post(body, signature, slot, f"{request_id}.{attempt}")
+            if answer is not None:
+                self._judge(answer)
+                if answer.status == 200:
+                    return
+            if time.monotonic() - started >= WEBHOOK_RETRY_WINDOW_SECONDS:
+                self._stats.webhooks_given_up.append(f"{request_id}: no 200 in the retry window")
+                return
+            await asyncio.sleep(self._rng.uniform(*WEBHOOK_RETRY_PAUSE_SECONDS))
+            slot += 1
+
+    async def _post(self, body: bytes, signature: str, slot: int, request_id: str) -> Answer | None:
+        self._stats.webhooks += 1
+        headers = {
+            "Content-Type": "application/json",
+            "x-paystack-signature": signature,
+            "X-Request-ID": request_id,
+        }
+        try:
+            async with self._http.post(
+                self._urls[slot] + WEBHOOK_PATH, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT
+            ) as response:
+                status = response.status
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self._stats.outcomes["webhook no answer"] += 1
+            return None
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw[:200].decode("utf-8", "replace")
+        return Answer(status, payload, slot, request_id=request_id)
+
+    def _judge(self, answer: Answer) -> None:
+        outcome = answer.field("status") if answer.status == 200 else answer.code
+        self._stats.outcomes[f"webhook {answer.status} {outcome}"] += 1
+        if answer.status >= 500 and answer.status != 503:
+            self._stats.note(self._stats.errors_5xx, "webhook", answer)
+        elif answer.status not in (200, 503):
+            self._stats.note(self._stats.unexpected, "webhook", answer)
+
+
 # Answers each operation may give in a run like this one; anything else is noted.
 EXPECTED = {
     "register": {201, 409},
     "login": {200},
-    "add-funds": {200},
+    "add-funds": {201},
     "verify": {201},
     "pay": {200, 202, 402, 409, 410, 502},
     "read": {200},
 }
 
 
+@dataclass(frozen=True)
+class Gateway:
+    """What a user meets of the payment gateway: its checkout, where the
+    payment is made, and the webhooks it then sends."""
+
+    paystack: PaystackThread
+    webhooks: Webhooks
+
+
 class VirtualUser:
-    """One person: signs up, funds the wallet, then verifies and pays bills
-    (now and then paying one bill on two daemons at once), reading their
-    wallet, bills and SMS in between, until told to stop."""
+    """One person: signs up, funds the wallet through the gateway, then
+    verifies and pays bills (now and then paying one bill on two daemons at
+    once), reading their wallet, bills and SMS in between, until told to stop."""
 
     def __init__(
-        self, number: int, run_tag: str, transport: Transport, rng: random.Random, stats: LoadStats
+        self,
+        number: int,
+        run_tag: str,
+        transport: Transport,
+        gateway: Gateway,
+        rng: random.Random,
+        stats: LoadStats,
     ) -> None:
         self.number = number
         self.username = f"chaos_{run_tag}_{number}"
         self.phone = f"+23480{number:08d}"
         self._t = transport
+        self._gateway = gateway
         self._rng = rng
+        self._stop = asyncio.Event()
         self._stats = stats
         self.token: str | None = None
         self.wallet_id: str | None = None
@@ -635,6 +884,7 @@ class VirtualUser:
         self._unsettled: list[str] = []
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         try:
             if not await self._sign_up(stop):
                 return
@@ -690,6 +940,8 @@ class VirtualUser:
         return await self._t.send("GET", path, "read", token=self.token)
 
     async def _top_up(self) -> None:
+        """A funding intent, paid on the gateway's checkout; then the wait
+        for its credit, which the webhook or the reconciler brings."""
         try:
             answer = await self._post(
                 f"/api/wallets/{self.wallet_id}/add-funds", "add-funds", {"amount": str(TOP_UP)}
@@ -698,9 +950,19 @@ class VirtualUser:
             await self._read_balance()
             return
         if self._expect("add-funds", answer):
-            self.balance = Decimal(answer.field("balance"))
-        else:
-            await self._read_balance()
+            body, signature = await self._gateway.paystack.pay(str(answer.field("reference")))
+            self._gateway.webhooks.paid(body, signature)
+            await self._await_credit(str(answer.field("fundingId")))
+        await self._read_balance()
+
+    async def _await_credit(self, funding_id: str) -> None:
+        deadline = time.monotonic() + FUNDING_PATIENCE_SECONDS
+        while time.monotonic() < deadline and not self._stop.is_set():
+            with contextlib.suppress(Abandoned):
+                answer = await self._get(f"/api/fundings/{funding_id}")
+                if self._expect("read", answer) and answer.field("status") != "pending":
+                    return
+            await asyncio.sleep(FUNDING_POLL_SECONDS)
 
     async def _read_balance(self) -> None:
         self.balance = None
@@ -802,11 +1064,13 @@ class VirtualUser:
 class Load:
     """The virtual users, running until ``stop``."""
 
-    def __init__(self, transport: Transport, users: int, seed: int, stats: LoadStats) -> None:
+    def __init__(
+        self, transport: Transport, gateway: Gateway, users: int, seed: int, stats: LoadStats
+    ) -> None:
         run_tag = uuid.uuid4().hex[:8]
         self._stop = asyncio.Event()
         self._users = [
-            VirtualUser(n, run_tag, transport, random.Random(seed * 1000 + n), stats)
+            VirtualUser(n, run_tag, transport, gateway, random.Random(seed * 1000 + n), stats)
             for n in range(users)
         ]
         self._stats = stats
@@ -873,6 +1137,7 @@ SELECT
   (SELECT COUNT(*) FROM notifications WHERE status = 'sent'),
   (SELECT COUNT(*) FROM audit_log)
 """
+PENDING_FUNDINGS_QUERY = "SELECT reference FROM fundings WHERE status = 'pending'"
 
 
 @dataclass(frozen=True)
@@ -882,25 +1147,39 @@ class Progress:
     committed: int
     texted: int
     audited: int
+    # Fundings paid on the gateway and not settled yet.
+    paid_pending: int
 
     @property
     def settled(self) -> bool:
         return (
             self.processing == 0
             and self.unpublished == 0
+            and self.paid_pending == 0
             and self.texted == self.committed == self.audited
         )
 
     def __str__(self) -> str:
         return (
             f"processing={self.processing} unpublished={self.unpublished} "
-            f"committed={self.committed} texted={self.texted} audited={self.audited}"
+            f"committed={self.committed} texted={self.texted} audited={self.audited} "
+            f"paid_pending={self.paid_pending}"
         )
 
 
-async def progress(reader: Reader) -> Progress:
+async def progress(reader: Reader, paid: Set[str]) -> Progress:
+    # The pending fundings first: one credited after this read is counted
+    # pending here, and one credited before it has its event in the counts.
+    pending = {str(reference) for (reference,) in await reader.rows(PENDING_FUNDINGS_QUERY)}
     ((processing, unpublished, committed, texted, audited),) = await reader.rows(PROGRESS_QUERY)
-    return Progress(int(processing), int(unpublished), int(committed), int(texted), int(audited))
+    return Progress(
+        int(processing),
+        int(unpublished),
+        int(committed),
+        int(texted),
+        int(audited),
+        len(pending & paid),
+    )
 
 
 WALLET_QUERY = """
@@ -993,6 +1272,34 @@ SELECT o.event_id, o.event_type, o.created_at, o.published_at FROM outbox o
 WHERE NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.event_id = o.event_id)
 ORDER BY o.created_at
 """
+# Each funding with its credits: one ledger credit of its amount once succeeded.
+FUNDING_QUERY = """
+SELECT f.reference, f.status, f.amount_minor, f.checks, f.review_reason, f.created_at,
+       f.settled_at, COUNT(l.id), COALESCE(SUM(l.amount_minor), 0)
+FROM fundings f LEFT JOIN ledger_entries l ON l.funding_id = f.id AND l.kind = 'credit'
+GROUP BY f.id, f.reference, f.status, f.amount_minor, f.checks, f.review_reason, f.created_at,
+         f.settled_at
+"""
+FUNDING_COLUMNS = (
+    "reference",
+    "status",
+    "amount_minor",
+    "checks",
+    "review_reason",
+    "created_at",
+    "settled_at",
+    "credits",
+    "credited_minor",
+)
+# Gateway credits that settle no funding of ours.
+STRAY_CREDITS_QUERY = """
+SELECT l.id, l.wallet_id, l.funding_id, l.amount_minor, l.created_at FROM ledger_entries l
+WHERE l.source = 'gateway'
+  AND NOT EXISTS (SELECT 1 FROM fundings f WHERE f.id = l.funding_id)
+"""
+STRAY_COLUMNS = ("entry_id", "wallet_id", "funding_id", "amount_minor", "created_at")
+FUNDED_EVENTS_QUERY = "SELECT body FROM outbox WHERE event_type = 'wallet_funded'"
+FUNDING_STATUS_QUERY = "SELECT status, COUNT(*) FROM fundings GROUP BY status ORDER BY status"
 STRANGERS_QUERY = """
 SELECT 'notification', n.event_id FROM notifications n
 WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = n.event_id)
@@ -1057,6 +1364,45 @@ def _money_errors(
     return overdrafts, double
 
 
+def _funding_errors(
+    fundings: Sequence[tuple[Any, ...]],
+    stray: Sequence[tuple[Any, ...]],
+    funded_bodies: Sequence[tuple[Any, ...]],
+    paid: Set[str],
+) -> dict[str, Any]:
+    """Credited: succeeded with exactly one ledger credit of its amount.
+    Double-credited: a funding with more than one credit, a gateway credit
+    of no funding, or a reference ``wallet_funded`` names twice. Uncredited:
+    paid on the gateway and not credited exactly once."""
+    rows = [dict(zip(FUNDING_COLUMNS, row, strict=True)) for row in fundings]
+    credited = {
+        str(row["reference"])
+        for row in rows
+        if row["status"] == "succeeded"
+        and int(row["credits"]) == 1
+        and int(row["credited_minor"]) == int(row["amount_minor"])
+    }
+    funded = Counter(json.loads(body).get("data", {}).get("reference") for (body,) in funded_bodies)
+    twice = {reference: n for reference, n in funded.items() if reference and n > 1}
+    double = [row for row in rows if int(row["credits"]) > 1]
+    uncredited = [row for row in rows if str(row["reference"]) in paid - credited]
+    return {
+        "initiated": len(rows),
+        "credited": len(credited),
+        "double": double,
+        "stray": [
+            dict(
+                zip(("entry_id", "wallet_id", "funding_id", "amount_minor", "at"), row, strict=True)
+            )
+            for row in stray
+        ],
+        "funded_twice": twice,
+        "uncredited": uncredited,
+        "unknown_paid": sorted(paid - {str(row["reference"]) for row in rows}),
+        "pending": sum(row["status"] == "pending" for row in rows),
+    }
+
+
 def _sms_mismatch(
     twilio: Sequence[TextMessage], sent: Sequence[tuple[Any, ...]]
 ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
@@ -1111,7 +1457,7 @@ class SmsWitness:
 
 
 async def measure(
-    reader: Reader, twilio: Sequence[TextMessage], logs: Sequence[Path]
+    reader: Reader, twilio: Sequence[TextMessage], logs: Sequence[Path], paid: Set[str]
 ) -> dict[str, Any]:
     """The database's figures and, under ``details``, the rows behind each."""
     overdrafts, double = _money_errors(
@@ -1119,7 +1465,13 @@ async def measure(
     )
     stuck = await reader.rows(STUCK_QUERY)
     shared = await reader.rows(SHARED_TOKEN_QUERY)
-    state = await progress(reader)
+    state = await progress(reader, paid)
+    fundings = _funding_errors(
+        await reader.rows(FUNDING_QUERY),
+        await reader.rows(STRAY_CREDITS_QUERY),
+        await reader.rows(FUNDED_EVENTS_QUERY),
+        paid,
+    )
     duplicates, lost = _sms_mismatch(twilio, await reader.rows(SENT_QUERY))
     untexted = await reader.rows(UNTEXTED_QUERY)
     unaudited = await reader.rows(UNAUDITED_QUERY)
@@ -1135,11 +1487,24 @@ async def measure(
         "duplicate_sms": sum(duplicates.values()),
         "lost_sms": sum(lost.values()),
         "shared_tokens": len({row[0] for row in shared}),
+        "fundings_initiated": fundings["initiated"],
+        "fundings_credited": fundings["credited"],
+        "fundings_double_credited": len(fundings["double"])
+        + len(fundings["stray"])
+        + len(fundings["funded_twice"]),
+        "fundings_uncredited": len(fundings["uncredited"]) + len(fundings["unknown_paid"]),
+        "fundings_pending": fundings["pending"],
     }
     details = {
         "bills": dict(await reader.rows(BILL_STATUS_QUERY)),
         "notifications": dict(await reader.rows(NOTIFICATION_STATUS_QUERY)),
         "events": dict(await reader.rows(EVENT_TYPES_QUERY)),
+        "fundings": dict(await reader.rows(FUNDING_STATUS_QUERY)),
+        "double_credited_fundings": fundings["double"][:DETAIL_ROWS],
+        "stray_gateway_credits": fundings["stray"][:DETAIL_ROWS],
+        "references_funded_twice": dict(list(fundings["funded_twice"].items())[:DETAIL_ROWS]),
+        "uncredited_fundings": fundings["uncredited"][:DETAIL_ROWS],
+        "paid_fundings_not_found": fundings["unknown_paid"][:DETAIL_ROWS],
         "notification_attempts": dict(await reader.rows(ATTEMPTS_QUERY)),
         "twilio_messages": len(twilio),
         "overdrafts": overdrafts[:DETAIL_ROWS],
@@ -1180,6 +1545,8 @@ class Run:
     run_dir: Path
     fleet: Fleet
     stats: LoadStats
+    paystack: PaystackThread
+    webhooks: Webhooks | None = None
     timeline: list[str] = field(default_factory=list)
     kills: int = 0
     aborted: str | None = None
@@ -1206,6 +1573,16 @@ async def start_fleet(run: Run) -> None:
         run.log(f"daemon {index} ready on port {fleet.slots[index].port} in {took:.1f} s")
 
 
+async def strike(run: Run, index: int, rng: random.Random) -> str:
+    """The held webhooks sent to daemon ``index`` just before it goes down,
+    so that some arrive as it dies; said in the timeline."""
+    sent = run.webhooks.strike(index) if run.webhooks is not None else 0
+    if not sent:
+        return ""
+    await asyncio.sleep(rng.uniform(0.0, 0.05))
+    return f" as {sent} webhooks arrive"
+
+
 async def kill_phase(run: Run, rng: random.Random) -> None:
     """Every 3-6 s a random daemon gets SIGKILL and, a second later, its next life."""
     fleet = run.fleet
@@ -1218,9 +1595,10 @@ async def kill_phase(run: Run, rng: random.Random) -> None:
         await asyncio.sleep(pause)
         index = rng.randrange(fleet.size)
         pid = fleet.slots[index].current.pid
+        struck = await strike(run, index, rng)
         await fleet.kill(index)
         run.kills += 1
-        run.log(f"kill -9 daemon {index} (pid {pid})")
+        run.log(f"kill -9 daemon {index} (pid {pid}){struck}")
         await asyncio.sleep(RESTART_DELAY_SECONDS)
         took = await fleet.restart(index)
         run.log(
@@ -1228,16 +1606,18 @@ async def kill_phase(run: Run, rng: random.Random) -> None:
         )
 
 
-async def rolling_restart(run: Run) -> None:
+async def rolling_restart(run: Run, rng: random.Random) -> None:
     """Each daemon in turn: SIGTERM, exit 0 expected, started again and ready
     before the next one goes."""
     fleet = run.fleet
     for index in range(fleet.size):
         pid = fleet.slots[index].current.pid
+        struck = await strike(run, index, rng)
         began = time.monotonic()
         code = await fleet.terminate(index)
         run.log(
-            f"SIGTERM daemon {index} (pid {pid}): exit {code} in {time.monotonic() - began:.1f} s"
+            f"SIGTERM daemon {index} (pid {pid}){struck}: exit {code} "
+            f"in {time.monotonic() - began:.1f} s"
         )
         took = await fleet.restart(index)
         run.log(
@@ -1246,15 +1626,22 @@ async def rolling_restart(run: Run) -> None:
 
 
 async def quiet_period(run: Run, reader: Reader) -> Progress:
-    """Wait, bounded, until every bill is settled and every event published,
-    texted and audited."""
+    """Wait, bounded, until every bill is settled, every paid funding
+    settled, every webhook delivered and every event published, texted and
+    audited."""
     began = time.monotonic()
     deadline = began + run.options.quiet_seconds
+    webhooks = run.webhooks
     while True:
-        state = await progress(reader)
-        if state.settled or time.monotonic() >= deadline:
-            verb = "settled" if state.settled else "not settled"
-            run.log(f"quiet period: {verb} after {time.monotonic() - began:.1f} s: {state}")
+        # Before the reads: a delivery that ends during them has not been seen done.
+        delivered = webhooks is None or webhooks.idle
+        state = await progress(reader, run.paystack.paid)
+        if (state.settled and delivered) or time.monotonic() >= deadline:
+            verb = "settled" if state.settled and delivered else "not settled"
+            run.log(
+                f"quiet period: {verb} after {time.monotonic() - began:.1f} s: {state}"
+                + ("" if delivered else " (webhooks still being delivered)")
+            )
             return state
         await asyncio.sleep(0.5)
 
@@ -1275,24 +1662,33 @@ async def exercise(
     async with aiohttp.ClientSession(
         timeout=REQUEST_TIMEOUT, connector=aiohttp.TCPConnector(limit=0)
     ) as http:
+        run.webhooks = Webhooks(
+            http, run.fleet, run.stats, random.Random(f"webhooks-{run.options.seed}")
+        )
         load = Load(
-            Transport(http, run.fleet, run.stats), run.options.users, run.options.seed, run.stats
+            Transport(http, run.fleet, run.stats),
+            Gateway(run.paystack, run.webhooks),
+            run.options.users,
+            run.options.seed,
+            run.stats,
         )
         try:
             await start_fleet(run)
             load.start()
             run.log(f"load started: {run.options.users} users")
             await kill_phase(run, rng)
-            await rolling_restart(run)
+            await rolling_restart(run, rng)
         except ChaosError as exc:
             run.aborted = str(exc)
             run.log(f"chaos ended early: {exc}")
         finally:
             await load.stop()
+            run.webhooks.release()
             run.log(f"load stopped after {run.stats.requests} requests")
         async with reader_for() as reader:
             if any(slot.lives and slot.current.running for slot in run.fleet.slots):
                 await quiet_period(run, reader)
+        await run.webhooks.stop()
     await stop_fleet(run)
 
 
@@ -1309,6 +1705,11 @@ DATABASE_FIGURES = (
     "duplicate_sms",
     "lost_sms",
     "shared_tokens",
+    "fundings_initiated",
+    "fundings_credited",
+    "fundings_double_credited",
+    "fundings_uncredited",
+    "fundings_pending",
 )
 ZERO_FIGURES = (
     "errors_5xx",
@@ -1318,6 +1719,8 @@ ZERO_FIGURES = (
     "duplicate_sms",
     "lost_sms",
     "shared_tokens",
+    "fundings_double_credited",
+    "fundings_uncredited",
     "unclean_exits",
     "restart_failures",
     "harness_errors",
@@ -1339,6 +1742,14 @@ LINE_KEYS = (
     "duplicate_sms",
     "lost_sms",
     "shared_tokens",
+    "fundings_initiated",
+    "fundings_paid",
+    "fundings_credited",
+    "fundings_double_credited",
+    "fundings_uncredited",
+    "fundings_pending",
+    "webhooks",
+    "webhooks_lost",
     "timeouts",
     "unclean_exits",
     "restart_failures",
@@ -1352,6 +1763,7 @@ def verdict(figures: Mapping[str, Any], aborted: str | None) -> bool:
         aborted is None
         and all(figures.get(key) == 0 for key in ZERO_FIGURES)
         and figures["texted"] == figures["audited"] == figures["committed"]
+        and figures["fundings_credited"] == figures["fundings_paid"]
     )
 
 
@@ -1368,6 +1780,9 @@ def load_figures(run: Run) -> dict[str, Any]:
         "unclean_exits": len(run.fleet.unclean_exits),
         "restart_failures": len(run.fleet.restart_failures),
         "harness_errors": len(stats.harness_errors),
+        "fundings_paid": len(run.paystack.paid),
+        "webhooks": stats.webhooks,
+        "webhooks_lost": stats.webhook_fates["lost"],
         # 4xx answers no step of the load should get; shown, not judged.
         "unexpected": len(stats.unexpected),
     }
@@ -1385,6 +1800,8 @@ def load_details(run: Run) -> dict[str, Any]:
         "abandoned_requests": stats.abandoned,
         "double_pays": stats.double_pays,
         "double_pay_two_winners": stats.double_pay_two_winners,
+        "webhook_fates": dict(stats.webhook_fates),
+        "webhooks_given_up": stats.webhooks_given_up,
         "outcomes": dict(sorted(stats.outcomes.items())),
         "errors_5xx": stats.errors_5xx[:DETAIL_ROWS],
         "unexpected_answers": stats.unexpected[:DETAIL_ROWS],
@@ -1424,10 +1841,13 @@ async def chaos(options: Options, run_dir: Path, aws_url: str | None) -> tuple[b
     for signum in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, interrupt)
     twilio = TwilioThread()
+    paystack = PaystackThread()
     async with contextlib.AsyncExitStack() as stack:
         await twilio.start()
         stack.push_async_callback(twilio.stop)
-        settings = {**DAEMON_SETTINGS, **twilio.settings()}
+        await paystack.start()
+        stack.push_async_callback(paystack.stop)
+        settings = {**DAEMON_SETTINGS, **twilio.settings(), **paystack.settings()}
         if options.mode == "postgres":
             assert aws_url is not None
             database_url = await stack.enter_async_context(scratch_database("voltpay_chaos"))
@@ -1450,7 +1870,7 @@ async def chaos(options: Options, run_dir: Path, aws_url: str | None) -> tuple[b
 
         fleet = Fleet(run_dir, options.daemons, settings)
         stack.push_async_callback(fleet.cleanup)
-        run = Run(options, run_dir, fleet, LoadStats())
+        run = Run(options, run_dir, fleet, LoadStats(), paystack)
         say(
             f"mode={options.mode} daemons={options.daemons} users={options.users} "
             f"seed={options.seed} kills for {options.duration:g} s; run folder {run_dir}"
@@ -1459,7 +1879,9 @@ async def chaos(options: Options, run_dir: Path, aws_url: str | None) -> tuple[b
         # Every daemon has stopped: nothing changes the database or texts any more.
         try:
             async with reader_for() as reader:
-                measured = await measure(reader, twilio.messages(), fleet.logs())
+                measured = await measure(
+                    reader, twilio.messages(), fleet.logs(), frozenset(paystack.paid)
+                )
         except Exception as exc:
             traceback.print_exc()
             reason = f"the figures could not be read: {exc!r}"
@@ -1489,6 +1911,12 @@ def _reasons(figures: Mapping[str, Any], run: Run) -> Iterator[str]:
         yield (
             f"committed={figures['committed']} texted={figures['texted']} "
             f"audited={figures['audited']} (untexted and unaudited events in figures.json)"
+        )
+    if figures["fundings_credited"] != figures["fundings_paid"]:
+        yield (
+            f"fundings_paid={figures['fundings_paid']} "
+            f"fundings_credited={figures['fundings_credited']} "
+            "(uncredited fundings in figures.json)"
         )
 
 

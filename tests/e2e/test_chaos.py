@@ -1,6 +1,8 @@
 """The chaos run's short mode passes: daemons killed and restarted under load
 lose no money, debit no bill twice, leave no bill processing, answer no 5xx,
-share no prepaid token, and text and audit every event exactly once.
+share no prepaid token, credit every funding paid on the gateway exactly once
+however its webhooks arrive (duplicated, lost, at a dying daemon), and text
+and audit every event exactly once.
 
 Each run is ``python -m tests.e2e.chaos --short`` as a subprocess in a
 session of its own: on a timeout it gets SIGTERM first (it then kills its
