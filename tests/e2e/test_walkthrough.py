@@ -19,6 +19,10 @@ CONTRACT_PATHS = {
     "/api/auth/register": {"post"},
     "/api/auth/login": {"post"},
     "/api/auth/logout": {"post"},
+    "/api/auth/logout-all": {"post"},
+    "/api/auth/password": {"post"},
+    "/api/auth/verify-phone": {"post"},
+    "/api/auth/verify-phone/resend": {"post"},
     "/api/me": {"get"},
     "/api/wallets/{walletId}": {"get"},
     "/api/wallets/{walletId}/add-funds": {"post"},
@@ -53,6 +57,7 @@ async def test_register_fund_pay_notify_logout(
         "username": username,
         "phoneNumber": PHONE,
         "walletId": api.me.wallet_id,
+        "phoneVerified": False,
     }
     assert await api.balance() == "0.00"
 

@@ -18,13 +18,13 @@ async def test_in_flight_requests_get_what_the_delay_leaves_of_the_grace(
     database_url: str, moto_server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     given: dict[str, Any] = {}
-    real = web.AppRunner
+    real = runtime.GuardedRunner
 
     def recording_runner(*args: Any, **kwargs: Any) -> web.AppRunner:
         given.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime.web, "AppRunner", recording_runner)
+    monkeypatch.setattr(runtime, "GuardedRunner", recording_runner)
     settings = make_settings(
         database_url,
         moto_server_url,

@@ -193,6 +193,7 @@ async def test_an_event_delivered_three_times_texts_once(
             "transactionId": str(uuid.uuid4()),
             "amount": "25.00",
             "balance": "25.00",
+            "source": "sandbox",
         },
     )
     baseline = duplicates_skipped(daemon)

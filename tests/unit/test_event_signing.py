@@ -44,6 +44,7 @@ def funded(**changes: Any) -> dict[str, Any]:
         transaction_id=uuid.uuid4(),
         amount_minor=2500,
         balance_minor=2500,
+        source="sandbox",
     )
     envelope = new_event(payload, NOW).envelope()
     for key, value in changes.items():

@@ -15,7 +15,7 @@ class User(Model):
     password_hash = fields.CharField(max_length=255)
     phone_number = fields.CharField(max_length=20)
     # customer, or operator (given on the command line only, never by the API).
-    role = fields.CharField(max_length=16, default="customer")
+    role = fields.CharField(max_length=16, default="customer", db_default="customer")
     # Proven by a one-time code sent to the number.
     phone_verified = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField()
@@ -78,7 +78,7 @@ class LoginFailure(Model):
     username = fields.CharField(max_length=64)
     failed_at = fields.DatetimeField()
     # The client address the attempt came from.
-    client = fields.CharField(max_length=64, default="")
+    client = fields.CharField(max_length=64, default="", db_default="")
 
     class Meta:
         table = "login_failures"

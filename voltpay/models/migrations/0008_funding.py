@@ -29,7 +29,7 @@ class Migration(migrations.Migration):  # type: ignore[misc]
         ops.AddField(
             model_name="User",
             name="role",
-            field=fields.CharField(max_length=16, default="customer"),
+            field=fields.CharField(max_length=16, default="customer", db_default="customer"),
         ),
         ops.AddField(
             model_name="LedgerEntry",

@@ -69,7 +69,7 @@ class Migration(migrations.Migration):  # type: ignore[misc]
         ops.AddField(
             model_name="LoginFailure",
             name="client",
-            field=fields.CharField(max_length=64, default=""),
+            field=fields.CharField(max_length=64, default="", db_default=""),
         ),
         ops.RunSQL(
             'CREATE INDEX IF NOT EXISTS "idx_login_failures_client" '
