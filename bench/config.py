@@ -87,4 +87,8 @@ class BenchConfig:
             stub_events=500,
             drain_rounds=1,
             rss_seconds=5,
+            bus_memory_events=400,
+            bus_memory_warm_up=100,
+            fairness_connections=8,
+            fairness_history=5,
         )
