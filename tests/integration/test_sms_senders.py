@@ -119,8 +119,11 @@ async def test_a_500_after_twilio_took_the_message_is_found_and_not_sent_again(
 
 
 async def test_find_reads_the_numbers_messages_page_by_page_back_to_since(
-    fake: FakeTwilioServer, make_sender: SenderFactory
+    fake: FakeTwilioServer, make_sender: SenderFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from voltpay.bridges import sms as sms_bridge
+
+    monkeypatch.setattr(sms_bridge, "FIND_PAGE_SIZE", 50)  # pages of 50, not 1,000
     sender = make_sender()
     before = datetime.now(UTC) - timedelta(seconds=1)
     first = await sender.send(MESSAGE)

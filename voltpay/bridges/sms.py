@@ -27,10 +27,12 @@ from voltpay.config.settings import TwilioSettings
 from voltpay.domain.phones import allowed, mask
 
 logger = logging.getLogger("voltpay.sms")
-# Looking a message up: how many of a number's newest messages are read, and
-# how much earlier than our clock says Twilio's clock may date it.
-FIND_PAGE_SIZE = 50
-FIND_PAGES = 4
+# Looking a message up: how many of a number's newest messages are read (a
+# page is at most 1,000 in Twilio's list; one number may get hundreds of
+# texts between an attempt and the look, a shop's phone behind many accounts
+# say), and how much earlier than our clock says Twilio's clock may date it.
+FIND_PAGE_SIZE = 1000
+FIND_PAGES = 5
 FIND_CLOCK_SLACK = timedelta(minutes=1)
 _http_logger = logging.getLogger("voltpay.sms.http")
 
