@@ -34,8 +34,6 @@ from voltpay.domain.errors import (
     WalletNotFound,
 )
 from voltpay.domain.fundings import Answer, FundingStatus, Intent, Step, decide, next_wait
-from voltpay.domain.money import format_minor
-from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import fundings as store
 from voltpay.models import leases
 from voltpay.models.fundings import Credited
@@ -119,30 +117,22 @@ class FundingsAgent:
             return await self._start(command)
         if isinstance(command, ChargeSucceeded):
             return await self.confirm(command.reference)
-        try:
-            if isinstance(command, CreditWallet):
-                credited = await store.credit_by_operator(
-                    command.operator,
-                    command.wallet_id,
-                    command.amount_minor,
-                    command.reason,
-                    claim=command.claim,
-                )
-                log.info("operator credit %s of wallet %s", credited.credit.id, command.wallet_id)
-                self._metrics.fundings.labels(outcome="operator_credited").inc()
-            else:
-                credited = await store.reverse_credit(
-                    command.operator, command.credit_id, command.reason, claim=command.claim
-                )
-                log.info("operator credit %s reversed", command.credit_id)
-                self._metrics.fundings.labels(outcome="operator_reversed").inc()
-        except WalletNotFound:
-            raise WalletNotFound("no such wallet") from None
-        except BalanceLimitReached:
-            raise BalanceLimitReached(
-                "this credit would take the balance past the largest a wallet holds "
-                f"({format_minor(MAX_BALANCE_MINOR)})"
-            ) from None
+        if isinstance(command, CreditWallet):
+            credited = await store.credit_by_operator(
+                command.operator,
+                command.wallet_id,
+                command.amount_minor,
+                command.reason,
+                claim=command.claim,
+            )
+            log.info("operator credit %s of wallet %s", credited.credit.id, command.wallet_id)
+            self._metrics.fundings.labels(outcome="operator_credited").inc()
+        else:
+            credited = await store.reverse_credit(
+                command.operator, command.credit_id, command.reason, claim=command.claim
+            )
+            log.info("operator credit %s reversed", command.credit_id)
+            self._metrics.fundings.labels(outcome="operator_reversed").inc()
         self._on_events()
         return credited
 

@@ -15,14 +15,10 @@ from tortoise.transactions import in_transaction
 
 from voltpay.agents.mailbox import Mailbox
 from voltpay.domain.errors import (
-    BalanceLimitReached,
     IdempotencyKeyBusy,
     SandboxCreditsOff,
-    WalletNotFound,
 )
 from voltpay.domain.events import WalletFunded
-from voltpay.domain.money import format_minor
-from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import idempotency, money
 from voltpay.models.idempotency import Key as IdempotencyKey
 from voltpay.models.idempotency import StoredResponse
@@ -72,38 +68,30 @@ class WalletsAgent:
         if not self._sandbox:
             raise SandboxCreditsOff("a wallet is funded by a payment: see the funding intents")
         now = datetime.now(UTC)
-        try:
-            async with in_transaction() as conn:
-                movement = await money.path(conn).credit(
-                    conn,
-                    command.wallet_id,
-                    command.amount_minor,
-                    now,
-                    owner_id=command.user_id,
-                    source=SANDBOX,
-                )
-                funded = WalletFunded(
-                    user_id=command.user_id,
-                    wallet_id=command.wallet_id,
-                    transaction_id=movement.transaction_id,
-                    amount_minor=command.amount_minor,
-                    balance_minor=movement.balance_after_minor,
-                    source=SANDBOX,
-                )
-                await record_event(conn, funded, now)
-                funds = FundsAdded(
-                    command.wallet_id, movement.balance_after_minor, movement.transaction_id
-                )
-                if command.idempotency is not None and command.answer is not None:
-                    answered = command.answer(funds)
-                    if not await idempotency.complete(conn, command.idempotency, answered):
-                        raise IdempotencyKeyBusy("the Idempotency-Key claim was released")
-        except WalletNotFound:
-            raise WalletNotFound("no such wallet") from None
-        except BalanceLimitReached:
-            raise BalanceLimitReached(
-                "this credit would take the balance past the largest a wallet holds "
-                f"({format_minor(MAX_BALANCE_MINOR)})"
-            ) from None
+        async with in_transaction() as conn:
+            movement = await money.path(conn).credit(
+                conn,
+                command.wallet_id,
+                command.amount_minor,
+                now,
+                owner_id=command.user_id,
+                source=SANDBOX,
+            )
+            funded = WalletFunded(
+                user_id=command.user_id,
+                wallet_id=command.wallet_id,
+                transaction_id=movement.transaction_id,
+                amount_minor=command.amount_minor,
+                balance_minor=movement.balance_after_minor,
+                source=SANDBOX,
+            )
+            await record_event(conn, funded, now)
+            funds = FundsAdded(
+                command.wallet_id, movement.balance_after_minor, movement.transaction_id
+            )
+            if command.idempotency is not None and command.answer is not None:
+                answered = command.answer(funds)
+                if not await idempotency.complete(conn, command.idempotency, answered):
+                    raise IdempotencyKeyBusy("the Idempotency-Key claim was released")
         self._on_events()
         return funds

@@ -180,7 +180,7 @@ async def credit_by_operator(
     async with in_transaction() as conn:
         wallet = await Wallet.get_or_none(id=wallet_id, using_db=conn)
         if wallet is None:
-            raise WalletNotFound(str(wallet_id))
+            raise WalletNotFound("no such wallet")
         movement = await money.path(conn).credit(
             conn, wallet_id, amount_minor, now, source=OPERATOR, funding_id=credit_id
         )

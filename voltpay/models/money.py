@@ -49,6 +49,7 @@ from voltpay.domain.errors import (
     WalletNotFound,
 )
 from voltpay.domain.events import BillSummary, Event, PaymentFailed
+from voltpay.domain.money import format_minor
 from voltpay.domain.wallets import MAX_BALANCE_MINOR
 from voltpay.models import sql, sqlite_engine
 from voltpay.models.outbox import OUTBOX_INSERT, OUTBOX_ROW, outbox_values, record_event
@@ -332,14 +333,14 @@ class _Shared:
             room = MAX_BALANCE_MINOR - amount_minor
             changed = await sql.rows(conn, _CREDIT, amount_minor, moment, wallet_id, owner_id, room)
             if not changed and await sql.rows(conn, _OWNED, wallet_id, owner_id):
-                raise BalanceLimitReached(str(wallet_id))
+                raise BalanceLimitReached(_OVER_THE_LIMIT)
         else:
             room = MAX_BALANCE_MINOR - amount_minor
             changed = await sql.rows(conn, _CREDIT_ANY, amount_minor, moment, wallet_id, room)
             if not changed and await sql.rows(conn, _EXISTS, wallet_id):
-                raise BalanceLimitReached(str(wallet_id))
+                raise BalanceLimitReached(_OVER_THE_LIMIT)
         if len(changed) != 1:
-            raise WalletNotFound(str(wallet_id))
+            raise WalletNotFound("no such wallet")
         balance = int(changed[0]["balance_minor"])
         entry_id = uuid.uuid4()
         await sql.execute(
@@ -373,7 +374,7 @@ class _Shared:
         if not changed:
             if await sql.rows(conn, _EXISTS, wallet_id):
                 raise InsufficientFunds(str(wallet_id))
-            raise WalletNotFound(str(wallet_id))
+            raise WalletNotFound("no such wallet")
         balance = int(changed[0]["balance_minor"])
         entry_id = uuid.uuid4()
         await sql.execute(
@@ -390,6 +391,12 @@ class _Shared:
             funding_id,
         )
         return Movement(entry_id, wallet_id, balance)
+
+
+_OVER_THE_LIMIT = (
+    "this credit would take the balance past the largest a wallet holds "
+    f"({format_minor(MAX_BALANCE_MINOR)})"
+)
 
 
 class _NotPending(Exception):
