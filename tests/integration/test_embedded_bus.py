@@ -147,7 +147,7 @@ _FORGETFUL = textwrap.dedent(
     """
     import boto3, json
     from botocore.config import Config
-    from voltpay.bridges.bus_process import REMEMBERED_DELETIONS, forget_what_moto_keeps
+    from voltpay.bridges.moto_tuning import REMEMBERED_DELETIONS, forget_what_moto_keeps
     from voltpay.bridges.moto_server import MotoServer
     forget_what_moto_keeps()
     from moto.core.model_instances import model_data
@@ -198,10 +198,106 @@ def test_the_bus_keeps_no_deleted_message() -> None:
         check=True,
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    from voltpay.bridges.bus_process import REMEMBERED_DELETIONS
+    from voltpay.bridges.moto_tuning import REMEMBERED_DELETIONS
 
     assert figures["deleted"] > REMEMBERED_DELETIONS
     assert figures["tracked"] == 0
     assert figures["sent_notifications"] == 0
     assert figures["deleted_handles"] == REMEMBERED_DELETIONS
     assert figures["queued"] == 0
+
+
+_DEPTH = textwrap.dedent(
+    """
+    import boto3, json
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    from voltpay.bridges.moto_tuning import answer_regardless_of_depth
+    from voltpay.bridges.moto_server import MotoServer
+    answer_regardless_of_depth()
+    from moto.sqs.models import Queue
+    counted = {"n": 0}
+    for name in ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
+                 "approximate_number_of_messages_not_visible"):
+        prop = getattr(Queue, name)
+        def counting(self, prop=prop):
+            counted["n"] += 1
+            return prop.fget(self)
+        setattr(Queue, name, property(counting))
+    server = MotoServer()
+    url = server.start()
+    options = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
+                   aws_secret_access_key="s", config=Config(proxies={}))
+    sns, sqs = boto3.client("sns", **options), boto3.client("sqs", **options)
+    topic = sns.create_topic(Name="t")["TopicArn"]
+    queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"],
+                  Attributes={"RawMessageDelivery": "true"})
+    for batch in range(100):
+        sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[
+            {"Id": str(i), "Message": f"{batch}-{i}"} for i in range(10)])
+    before = counted["n"]
+    first = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    second = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                 VisibilityTimeout=0)["Messages"]
+    sqs.delete_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(first)])
+    again = sqs.delete_message_batch(QueueUrl=queue, Entries=[
+        {"Id": "0", "ReceiptHandle": first[0]["ReceiptHandle"]}])
+    # Visible again at once: received a second time, under a new handle;
+    # the first handle still deletes it, as in moto.
+    third = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    old = {m["MessageId"]: m["ReceiptHandle"] for m in second}
+    gone = sqs.delete_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "ReceiptHandle": old[m["MessageId"]]}
+        for i, m in enumerate(third) if m["MessageId"] in old])
+    sqs.delete_message_batch(QueueUrl=queue, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(third)])
+    during = counted["n"] - before
+    try:
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle="not-a-handle")
+        stranger = "deleted"
+    except ClientError as error:
+        stranger = error.response["Error"]["Code"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    print(json.dumps({
+        "counted_during_calls": during,
+        "first": len(first), "second": len(second), "third": len(third),
+        "same_messages": sorted(m["MessageId"] for m in second) == sorted(
+            m["MessageId"] for m in third),
+        "deleted_again": len(again.get("Successful", [])),
+        "deleted_by_old_handle": len(gone.get("Successful", [])),
+        "stranger": stranger,
+        "visible": attributes["ApproximateNumberOfMessages"],
+        "not_visible": attributes["ApproximateNumberOfMessagesNotVisible"],
+    }))
+    server.stop(grace_seconds=0.5)
+    """
+)
+
+
+def test_the_bus_answers_a_deep_queue_as_moto_would_without_scanning_it() -> None:
+    """With 1,000 messages queued, a receive, a send and a delete build no
+    count over the queue; what they answer is moto's own: a retried delete
+    succeeds, an old handle of a message received again deletes it, a
+    stranger's handle is refused, and the queue's counts stay right."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DEPTH],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["counted_during_calls"] == 0
+    assert (figures["first"], figures["second"], figures["third"]) == (10, 10, 10)
+    assert figures["same_messages"]
+    assert figures["deleted_again"] == 1
+    assert figures["deleted_by_old_handle"] == 10
+    assert figures["stranger"] == "ReceiptHandleIsInvalid"
+    assert figures["visible"] == str(1000 - 20)
+    assert figures["not_visible"] == "0"

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from voltpay.agents.audit import AuditAgent
 from voltpay.agents.notifications import NotificationsAgent
 from voltpay.agents.outbox import OutboxRelay
 from voltpay.agents.pacing import Arrivals, Load, Pacer
-from voltpay.agents.poller import RECEIVE_LINGER_SECONDS, SqsPoller
+from voltpay.agents.poller import SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import BusAccess, EmbeddedBus
 from voltpay.bridges.provisioning import Provisioned, provision
@@ -40,50 +39,6 @@ from voltpay.observability.metrics import Metrics
 log = logging.getLogger("voltpay.daemon.pipeline")
 NOTIFY_LEASE_SECONDS = 60
 OUTBOX_LEASE_SECONDS = 60.0
-# Measured on the embedded endpoint (bench --only pipeline): a window of 10
-# delivered 0.82 of the raw client's events/s, 20 about 0.6-0.7 and 40 0.53;
-# moto answers faster the shorter its queue.
-EMBEDDED_QUEUE_WINDOW = 10
-EMBEDDED_RECEIVE_LINGER_SECONDS = 0.01
-
-
-class BusWindow:
-    """How many more events the embedded bus should take now.
-
-    moto scans its whole queue on every call, so it slows as the queue grows;
-    keeping at most ``size`` events in it keeps it fast. The count is of our
-    own events only (published minus deleted after handling), with no call
-    per check; only while the window looks shut is it corrected down to the
-    queue's own count, at most once a second, so that events of ours that
-    left without our delete (moved to the dead-letter queue) cannot keep it
-    shut. The queue's count never raises it: messages someone else sent,
-    which the poller dead-letters, take no room from our events.
-    """
-
-    def __init__(
-        self, size: int, depth: Callable[[], Awaitable[int]], *, resync_seconds: float = 1.0
-    ) -> None:
-        self._size = size
-        self._depth = depth
-        self._resync_seconds = resync_seconds
-        self._in_bus = 0
-        self._synced_at = float("-inf")
-
-    async def room(self) -> int:
-        now = time.monotonic()
-        if self._in_bus >= self._size and now - self._synced_at >= self._resync_seconds:
-            self._synced_at = now
-            try:
-                self._in_bus = min(self._in_bus, await self._depth())
-            except Exception:
-                return self._size  # let the publish itself report the trouble
-        return self._size - self._in_bus
-
-    def published(self, count: int) -> None:
-        self._in_bus += count
-
-    def deleted(self, count: int) -> None:
-        self._in_bus = max(0, self._in_bus - count)
 
 
 class Pipeline:
@@ -110,7 +65,7 @@ class Pipeline:
         self.sms_sender = sms_sender
         self.keyring = keyring
         # The embedded bus dies with the daemon: it is consumed to the end
-        # at shutdown, and kept to a window of events meanwhile.
+        # at shutdown.
         self._embedded = settings.aws.uses_embedded_endpoint
         # The commits are counted once; the relay and the poller each may
         # take the paced rate of them.
@@ -140,9 +95,6 @@ class Pipeline:
             resources.queue_url,
             dead_letter_queue_url=resources.dead_letter_queue_url,
         )
-        self._window: BusWindow | None = None
-        if self._embedded:
-            self._window = BusWindow(EMBEDDED_QUEUE_WINDOW, self._consumer.depth)
         readiness.checks["sns"] = publisher.check
         readiness.checks["sqs"] = self._consumer.check
         self.relay = OutboxRelay(
@@ -153,8 +105,6 @@ class Pipeline:
             interval_seconds=settings.outbox.relay_interval_seconds,
             batch_size=settings.outbox.batch_size,
             max_backoff_seconds=settings.outbox.max_backoff_seconds,
-            room=self._window.room if self._window is not None else None,
-            on_published=self._window.published if self._window is not None else None,
             pacer=relay_pacer,
         )
 
@@ -190,15 +140,7 @@ class Pipeline:
             max_in_flight=in_flight,
             wait_seconds=settings.aws.wait_time_seconds,
             visibility_timeout_seconds=settings.aws.visibility_timeout_seconds,
-            on_deleted=self._deleted if self._window is not None else None,
             pacer=poller_pacer,
-            # The embedded bus holds at most a window of events, so a fuller
-            # receive is not coming: waiting for one only stalls the window.
-            receive_linger_seconds=(
-                EMBEDDED_RECEIVE_LINGER_SECONDS
-                if self._window is not None
-                else RECEIVE_LINGER_SECONDS
-            ),
         )
 
     def _relay_yields(self) -> bool:
@@ -220,11 +162,6 @@ class Pipeline:
         """A commit wrote events (one call per commit)."""
         self._arrivals.arrived()
         self.relay.wake()
-
-    def _deleted(self, count: int) -> None:
-        if self._window is not None:
-            self._window.deleted(count)
-        self.relay.wake_now()  # room on the bus again
 
     async def stop_intake(self) -> None:
         # An external queue keeps its messages for other daemons; the embedded
