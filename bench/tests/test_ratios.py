@@ -22,6 +22,14 @@ def test_the_first_side_alternates_from_round_to_round() -> None:
     ]
 
 
+def test_of_three_sides_the_middle_one_runs_next_to_each_of_the_others() -> None:
+    assert [in_turns(n, "peer", "voltpay", "ceiling") for n in range(3)] == [
+        ("peer", "voltpay", "ceiling"),
+        ("ceiling", "voltpay", "peer"),
+        ("peer", "voltpay", "ceiling"),
+    ]
+
+
 def test_paired_ratios_match_rounds_and_skip_the_unpaired() -> None:
     assert paired_ratios({0: 50.0, 1: 60.0, 2: 70.0}, {2: 140.0, 0: 100.0}) == [0.5, 0.5]
     assert paired_ratios({0: 50.0}, {0: 0.0}) == []
