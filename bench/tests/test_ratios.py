@@ -4,13 +4,25 @@ hypervisor took while they ran, which says how far to trust them."""
 
 from __future__ import annotations
 
+import shutil
+from typing import Any
+
 import pytest
 
 from bench.config import BenchConfig
 from bench.procs import machine_ticks, steal_share
 from bench.report import http_rows, steal_lines, summary
-from bench.runner import DrainSample, HttpSample, PipelineSample, Results
+from bench.runner import (
+    Bench,
+    DrainSample,
+    HttpSample,
+    PipelineSample,
+    Results,
+    Service,
+    Stage,
+)
 from bench.stats import in_turns, paired_ratios
+from bench.wrk import WrkResult
 
 
 def test_the_first_side_alternates_from_round_to_round() -> None:
@@ -132,3 +144,45 @@ def test_the_report_says_how_much_time_was_stolen() -> None:
     [line] = steal_lines(_results(*samples))
     assert "median 16.0%" in line and "at most 30.0% at 64 connections" in line
     assert "less reliable" in line
+
+
+class _Drained:
+    """A database whose pipeline is always empty."""
+
+    async def wait_drained(self, timeout: float) -> bool:
+        return True
+
+
+async def test_pay_runs_the_peer_beside_voltpay_and_its_ceiling_at_every_level() -> None:
+    config = BenchConfig(connections=[1, 16, 64], rounds=2, warmup=0)
+    bench = Bench(config)
+    ran: list[tuple[str, int]] = []
+
+    async def wrk_pay(
+        service: Service, system: str, database: str, db: Any, connections: int
+    ) -> WrkResult:
+        assert service.port == {"voltpay": 1, "ceiling": 2, "peer": 3}[system]
+        ran.append((system, connections))
+        return WrkResult(100, 1.0, 1.0, 2.0, 3.0, 4.0, 0, 0)
+
+    async def quiet() -> None:
+        pass
+
+    bench._wrk_pay = wrk_pay  # type: ignore[method-assign]
+    voltpay, ceiling, peer = (Service(None, port) for port in (1, 2, 3))  # type: ignore[arg-type]
+    stage = Stage("postgres", _Drained(), voltpay, quiet)  # type: ignore[arg-type]
+    try:
+        await bench._pairs(stage, "pay", ceiling, peer)
+    finally:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+
+    order = ["peer", "voltpay", "ceiling"]
+    assert ran == [
+        *((system, 1) for system in order),
+        *((system, 16) for system in order),
+        *((system, 64) for system in order),
+        *((system, 64) for system in reversed(order)),
+    ]
+    peer_rounds = [(s.connections, s.round) for s in bench.results.http if s.system == "peer"]
+    assert peer_rounds == [(1, 0), (16, 0), (64, 0), (64, 1)]
+    assert {s.database for s in bench.results.http} == {"postgres"}
