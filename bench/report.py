@@ -7,7 +7,9 @@ differences measured (a run on 2026-11-29 saw the bare aiohttp app go from
 14,200 to 20,300 req/s over three rounds): a pair run back to back meets the
 same machine, while the ratio of the two sides' medians can set one round's
 voltpay against another round's ceiling. The ratio of medians is reported
-beside it (``*_ratio_of_medians``).
+beside it (``*_ratio_of_medians``). Pay on PostgreSQL is also set against
+the FastAPI peer (``bench.ceilings.fastapi_peer``), the same way: voltpay/peer
+is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ FAIR_P99 = "a quiet user's pay p99 during another user's flood vs alone"
 TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("pay_pg_ratio", ">=", 0.6, "pay on PostgreSQL vs the database ceiling (req/s)"),
     ("pay_pg_p99_ms", "<", 100.0, "pay on PostgreSQL, p99 at the top connection level"),
+    (
+        "pay_pg_vs_fastapi",
+        ">=",
+        3.5,
+        "pay on PostgreSQL vs the same payment in FastAPI + SQLAlchemy 2 async (req/s)",
+    ),
     ("pay_sqlite_ratio", ">=", 0.6, "pay on SQLite vs its database ceiling (req/s)"),
     ("healthz_ratio", ">=", 0.8, "GET /healthz vs the bare aiohttp app (req/s)"),
     ("pipeline_ratio", ">=", 0.8, "events/s vs raw aioboto3 on the embedded endpoint"),
@@ -57,6 +65,7 @@ DRAIN_KEEPS_UP = 0.1
 REQUIRED_KEYS = (
     "pay_pg_ratio",
     "pay_pg_p99_ms",
+    "pay_pg_vs_fastapi",
     "pay_sqlite_ratio",
     "healthz_ratio",
     "pipeline_ratio",
@@ -87,6 +96,11 @@ class HttpRow:
     round_ratios: tuple[float, ...] = ()  # voltpay/ceiling req/s, round by round
     # voltpay's rounds: seconds after each until all its events were texted
     caught_up_s: float | None = None
+    # The FastAPI peer, where it ran (pay on PostgreSQL).
+    peer_rps: float | None = None
+    peer_p50_ms: float | None = None
+    peer_p99_ms: float | None = None
+    peer_round_ratios: tuple[float, ...] = ()  # voltpay/peer req/s, round by round
 
     @property
     def ratio(self) -> float | None:
@@ -96,6 +110,15 @@ class HttpRow:
     @property
     def ratio_of_medians(self) -> float | None:
         return ratio(self.voltpay_rps, self.ceiling_rps)
+
+    @property
+    def peer_ratio(self) -> float | None:
+        """voltpay/peer: the median of the rounds' ratios."""
+        return median(self.peer_round_ratios)
+
+    @property
+    def peer_ratio_of_medians(self) -> float | None:
+        return ratio(self.voltpay_rps, self.peer_rps)
 
 
 def http_rows(results: Results) -> list[HttpRow]:
@@ -113,12 +136,14 @@ def http_rows(results: Results) -> list[HttpRow]:
         ]
         mine = [s for s in group if s.system == "voltpay"]
         theirs = [s for s in group if s.system == "ceiling"]
+        peers = [s for s in group if s.system == "peer"]
+        by_round = {s.round: s.rps for s in mine}
         rows.append(
             HttpRow(
                 part,
                 database,
                 connections,
-                max(len(mine), len(theirs)),
+                max(len(mine), len(theirs), len(peers)),
                 median(s.rps for s in mine),
                 median(s.p50_ms for s in mine),
                 median(s.p99_ms for s in mine),
@@ -126,10 +151,12 @@ def http_rows(results: Results) -> list[HttpRow]:
                 median(s.p50_ms for s in theirs),
                 median(s.p99_ms for s in theirs),
                 sum(s.errors for s in group),
-                tuple(
-                    paired_ratios({s.round: s.rps for s in mine}, {s.round: s.rps for s in theirs})
-                ),
+                tuple(paired_ratios(by_round, {s.round: s.rps for s in theirs})),
                 median(s.caught_up_s for s in mine if s.caught_up_s is not None),
+                median(s.rps for s in peers),
+                median(s.p50_ms for s in peers),
+                median(s.p99_ms for s in peers),
+                tuple(paired_ratios(by_round, {s.round: s.rps for s in peers})),
             )
         )
     return rows
@@ -177,6 +204,13 @@ def summary(results: Results) -> dict[str, Any]:
             out[f"{prefix}_round_ratios"] = list(row.round_ratios) if row else None
 
     http("healthz", "healthz", "-")
+    pay_pg = rows.get(("pay", "postgres", top))
+    out["pay_pg_peer_rps"] = pay_pg.peer_rps if pay_pg else None
+    out["pay_pg_peer_p50_ms"] = pay_pg.peer_p50_ms if pay_pg else None
+    out["pay_pg_peer_p99_ms"] = pay_pg.peer_p99_ms if pay_pg else None
+    out["pay_pg_vs_fastapi"] = pay_pg.peer_ratio if pay_pg else None
+    out["pay_pg_vs_fastapi_ratio_of_medians"] = pay_pg.peer_ratio_of_medians if pay_pg else None
+    out["pay_pg_vs_fastapi_round_ratios"] = list(pay_pg.peer_round_ratios) if pay_pg else None
     for database, short in (("postgres", "pg"), ("sqlite", "sqlite")):
         http(f"pay_{short}", "pay", database)
         http(f"add_funds_{short}", "add-funds", database)
@@ -337,19 +371,25 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _by_round(ratios: tuple[float, ...]) -> str:
+    return ", ".join(_fmt(x, 2) for x in ratios) or "-"
+
+
 def http_table(results: Results) -> list[str]:
     lines = [
         "| part | database | conns | rounds | voltpay req/s | p50 ms | p99 ms "
-        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | by round | errors "
-        "| SMS caught up s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| ceiling req/s | p50 ms | p99 ms | voltpay/ceiling | by round "
+        "| peer req/s | p99 ms | voltpay/peer | by round | errors | SMS caught up s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     for r in http_rows(results):
         lines.append(
             f"| {r.part} | {r.database} | {r.connections} | {r.rounds} "
             f"| {_fmt(r.voltpay_rps)} | {_fmt(r.voltpay_p50_ms, 2)} | {_fmt(r.voltpay_p99_ms, 2)} "
             f"| {_fmt(r.ceiling_rps)} | {_fmt(r.ceiling_p50_ms, 2)} | {_fmt(r.ceiling_p99_ms, 2)} "
-            f"| {_fmt(r.ratio, 2)} | {', '.join(_fmt(x, 2) for x in r.round_ratios) or '-'} "
+            f"| {_fmt(r.ratio, 2)} | {_by_round(r.round_ratios)} "
+            f"| {_fmt(r.peer_rps)} | {_fmt(r.peer_p99_ms, 2)} "
+            f"| {_fmt(r.peer_ratio, 2)} | {_by_round(r.peer_round_ratios)} "
             f"| {r.errors} | {_fmt(r.caught_up_s)} |"
         )
     return lines
@@ -478,8 +518,9 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         f"- run: {minutes:.1f} min; {'quick' if config.quick else 'full'} mode; "
         f"{config.duration} s per measurement after {config.warmup} s of warm-up; connections "
         f"{', '.join(map(str, config.connections))}; {config.rounds} rounds (voltpay and ceiling "
-        "in turns, which goes first alternating; a ratio is the median of the rounds' ratios, "
-        f"other figures medians) at {config.top_connections} connections, one round elsewhere; "
+        "in turns, and for pay on PostgreSQL the FastAPI peer, the order reversed from round "
+        "to round; a ratio is the median of the rounds' ratios, other figures medians) at "
+        f"{config.top_connections} connections, one round elsewhere; "
         f"{config.users} users; wrk with {config.wrk_threads} thread(s)",
         f"- voltpay: `voltpay run` with VOLTPAY_LOG__LEVEL=WARNING; for the HTTP figures its "
         f"SNS/SQS endpoint is {'the instant stub' if config.http_aws == 'stub' else 'embedded'} "
@@ -497,6 +538,11 @@ def markdown(results: Results, figures: dict[str, Any]) -> str:
         "event the round committed was texted. While requests wait for its CPU, voltpay's "
         "outbox relay yields to them (`VOLTPAY_AGENTS__YIELD_IN_FLIGHT`) and its events "
         "go after the round; the next round, of either side, starts only once they have.",
+        "",
+        "peer (pay on PostgreSQL): the same payment as a new user writes it with FastAPI and "
+        "SQLAlchemy 2 async (asyncpg, one AsyncSession per request, ORM models on voltpay's "
+        "tables, a pool of voltpay's size), served by uvicorn with one worker "
+        "(`bench/ceilings/fastapi_peer.py`).",
         "",
         *http_table(results),
         "",
@@ -586,7 +632,7 @@ def write(results: Results) -> tuple[Path, Path, dict[str, Any]]:
 def console(results: Results, figures: dict[str, Any]) -> str:
     lines = [
         "",
-        "HTTP (medians; voltpay/ceiling: the median of the rounds' ratios)",
+        "HTTP (medians; voltpay/ceiling and voltpay/peer: the median of the rounds' ratios)",
         *http_table(results),
         "",
         "Pipeline",

@@ -12,7 +12,8 @@ Order of one run (each part only when selected with ``--only``):
       event left waiting by the parts below is published before these);
    b. voltpay (``voltpay run``) with its SNS/SQS endpoint on the stub, and the
       database ceiling on the same database: /healthz (first database only),
-      pay, add-funds and verify through wrk, voltpay and its ceiling in turns;
+      pay, add-funds and verify through wrk, voltpay and its ceiling in turns
+      (pay on PostgreSQL in turns with the FastAPI peer too);
       a quiet user's pays alone and beside another user's flood, in turns
       (``bench.fairness``); the daemon's own pipeline against the stub; on one database the pay rate
       while the pipeline drains a backlog, and RSS over a steady pay load;
@@ -23,6 +24,9 @@ every event and the processes under test are idle, so one measurement does
 not pay for the last one's work. In every pair run in turns, which side goes
 first alternates from round to round (voltpay first in the first round); the
 report takes each round's ratio from its back-to-back pair (``bench.report``).
+Pay on PostgreSQL runs three sides, the peer, voltpay and the ceiling, in that
+order and then reversed, so that voltpay runs next to each of the two it is
+compared with in every round.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ from bench.wrk import WrkResult, find_wrk, run_wrk
 log = logging.getLogger("bench")
 # First guesses of req/s, to size the pending bills of a run (each pay needs
 # its own); later runs use what was measured.
-_FIRST_GUESS = {"voltpay": 1500.0, "ceiling": 4000.0}
+_FIRST_GUESS = {"voltpay": 1500.0, "ceiling": 4000.0, "peer": 1000.0}
 
 
 def source_fingerprint() -> str:
@@ -86,7 +90,7 @@ def source_fingerprint() -> str:
 @dataclass
 class HttpSample:
     part: str  # healthz, pay, add-funds, verify
-    system: str  # voltpay or ceiling
+    system: str  # voltpay, ceiling, or peer (pay on PostgreSQL)
     database: str  # sqlite, postgres, or "-" for /healthz
     connections: int
     round: int
@@ -362,7 +366,7 @@ class Bench:
                     [PYTHON, "-m", "bench.ceilings.database", "--port", "{port}", "--url", url],
                     "/healthz",
                 )
-                await self._pairs(stage, "pay", ceiling)
+                await self._pay_pairs(stage, ceiling, url)
                 if config.profile:
                     await stage.quiet()
                     await self._profile_pay(voltpay, database, db)
@@ -399,14 +403,35 @@ class Bench:
             )
             self._stub_pipeline_rate = sample.events_per_s or self._stub_pipeline_rate
 
-    async def _pairs(self, stage: Stage, part: str, ceiling: Service) -> None:
-        """voltpay and its ceiling in turns, every level, all rounds; which of
-        the two goes first alternates from round to round (``in_turns``)."""
+    async def _pay_pairs(self, stage: Stage, ceiling: Service, url: str) -> None:
+        """Pay: voltpay and its ceiling, and on PostgreSQL the FastAPI peer as
+        a third side, which holds its pool's connections only meanwhile."""
+        if stage.database != "postgres":
+            await self._pairs(stage, "pay", ceiling)
+            return
+        peer = await self._start(
+            "peer-fastapi",
+            [PYTHON, "-m", "bench.ceilings.fastapi_peer", "--port", "{port}", "--url", url],
+            "/healthz",
+        )
+        try:
+            await self._pairs(stage, "pay", ceiling, peer)
+        finally:
+            await peer.stop()
+
+    async def _pairs(
+        self, stage: Stage, part: str, ceiling: Service, peer: Service | None = None
+    ) -> None:
+        """voltpay and its ceiling (and the peer, if any) in turns, every
+        level, all rounds; the order is reversed from round to round
+        (``in_turns``), and voltpay runs next to each of the others."""
         database = "-" if part == "healthz" else stage.database
+        sides = [("voltpay", stage.voltpay), ("ceiling", ceiling)]
+        if peer is not None:
+            sides.insert(0, ("peer", peer))
         for connections in self.config.connections:
             for number in range(self.config.rounds_at(connections)):
-                sides = in_turns(number, ("voltpay", stage.voltpay), ("ceiling", ceiling))
-                for system, service in sides:
+                for system, service in in_turns(number, *sides):
                     await stage.quiet()
                     if part == "healthz":
                         result = await self._wrk_fixed(service.url + "/healthz", connections)

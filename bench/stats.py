@@ -30,11 +30,12 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def in_turns(number: int, first: T, second: T) -> tuple[T, T]:
-    """The two sides of round ``number`` in the order they run: ``first``
-    first in even rounds, ``second`` first in odd ones (ABBA), so that a
-    machine that speeds up or slows down steadily favours neither side."""
-    return (first, second) if number % 2 == 0 else (second, first)
+def in_turns(number: int, *sides: T) -> tuple[T, ...]:
+    """The sides of round ``number`` in the order they run: as given in even
+    rounds, reversed in odd ones (ABBA), so that a machine that speeds up or
+    slows down steadily favours none of them. Of three, the middle one runs
+    next to each of the others in every round."""
+    return sides if number % 2 == 0 else sides[::-1]
 
 
 def paired_ratios(

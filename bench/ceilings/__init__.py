@@ -5,5 +5,8 @@
 * ``pipeline``: raw aioboto3 PublishBatch → ReceiveMessage → DeleteMessageBatch
   (and voltpay's own SNS/SQS bridges) against an endpoint.
 
+And a peer, not a ceiling: ``fastapi_peer``, the pay transaction as a new user
+writes it with FastAPI and SQLAlchemy 2 async, on PostgreSQL.
+
 Each runs as its own process: ``python -m bench.ceilings.<name> --help``.
 """

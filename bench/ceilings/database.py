@@ -63,7 +63,7 @@ def _rfc3339(moment: Any) -> str | None:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def _money(minor: int) -> str:
+def money_text(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
 
 
@@ -71,7 +71,7 @@ OUTBOX = "ceiling_outbox"
 OUTBOX_COLUMNS = "event_id, event_type, body, created_at, attempts, next_attempt_at"
 
 
-def _completed_event(
+def completed_event(
     bill_id: uuid.UUID,
     user_id: Any,
     wallet_id: Any,
@@ -92,12 +92,12 @@ def _completed_event(
             "billId": str(bill_id),
             "meterNumber": started[1],
             "customerName": started[2],
-            "amount": _money(int(started[0])),
+            "amount": money_text(int(started[0])),
             "walletId": str(wallet_id),
             "token": TOKEN,
             "units": UNITS,
             "receiptNumber": receipt,
-            "walletBalance": _money(balance),
+            "walletBalance": money_text(balance),
         },
     }
     return event_id, orjson.dumps(body)
@@ -110,16 +110,16 @@ def _bill_view(row: Any, balance: int) -> dict[str, Any]:
         "meterType": row[2],
         "customerName": row[3],
         "address": row[4],
-        "amount": _money(int(row[5])),
+        "amount": money_text(int(row[5])),
         "status": row[6],
         "token": row[7],
         "units": row[8],
-        "tariff": _money(int(row[9])),
+        "tariff": money_text(int(row[9])),
         "receiptNumber": row[10],
         "createdAt": _rfc3339(row[11]),
         "expiresAt": _rfc3339(row[12]),
         "paidAt": _rfc3339(row[13]),
-        "walletBalance": _money(balance),
+        "walletBalance": money_text(balance),
     }
 
 
@@ -183,7 +183,7 @@ class PostgresPay:
                 )
             paid_at = datetime.now(UTC)
             receipt = f"CEIL-{bill_id.hex[:12]}"
-            event_id, body = _completed_event(
+            event_id, body = completed_event(
                 bill_id, user_id, wallet_id, started, balance, receipt, paid_at
             )
             row = await conn.fetchrow(
@@ -285,7 +285,7 @@ class SqlitePay:
             moment = datetime.now(UTC)
             paid_at = self._ts(moment)
             receipt = f"CEIL-{bill_id.hex[:12]}"
-            event_id, body = _completed_event(
+            event_id, body = completed_event(
                 bill_id, user_id, wallet_id, started, balance, receipt, moment
             )
             async with self._immediate():

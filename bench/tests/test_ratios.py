@@ -4,13 +4,25 @@ hypervisor took while they ran, which says how far to trust them."""
 
 from __future__ import annotations
 
+import shutil
+from typing import Any
+
 import pytest
 
 from bench.config import BenchConfig
 from bench.procs import machine_ticks, steal_share
-from bench.report import http_rows, steal_lines, summary
-from bench.runner import DrainSample, HttpSample, PipelineSample, Results
+from bench.report import http_rows, http_table, steal_lines, summary, targets
+from bench.runner import (
+    Bench,
+    DrainSample,
+    HttpSample,
+    PipelineSample,
+    Results,
+    Service,
+    Stage,
+)
 from bench.stats import in_turns, paired_ratios
+from bench.wrk import WrkResult
 
 
 def test_the_first_side_alternates_from_round_to_round() -> None:
@@ -19,6 +31,14 @@ def test_the_first_side_alternates_from_round_to_round() -> None:
         ("ceiling", "voltpay"),
         ("voltpay", "ceiling"),
         ("ceiling", "voltpay"),
+    ]
+
+
+def test_of_three_sides_the_middle_one_runs_next_to_each_of_the_others() -> None:
+    assert [in_turns(n, "peer", "voltpay", "ceiling") for n in range(3)] == [
+        ("peer", "voltpay", "ceiling"),
+        ("ceiling", "voltpay", "peer"),
+        ("peer", "voltpay", "ceiling"),
     ]
 
 
@@ -124,3 +144,85 @@ def test_the_report_says_how_much_time_was_stolen() -> None:
     [line] = steal_lines(_results(*samples))
     assert "median 16.0%" in line and "at most 30.0% at 64 connections" in line
     assert "less reliable" in line
+
+
+def test_voltpay_over_the_peer_is_the_median_of_the_rounds_ratios() -> None:
+    results = _results(
+        _http("peer", 0, 300.0),
+        _http("voltpay", 0, 1200.0),
+        _http("ceiling", 0, 1500.0),
+        _http("ceiling", 1, 1400.0),
+        _http("voltpay", 1, 1050.0),
+        _http("peer", 1, 350.0),
+        _http("peer", 2, 100.0),  # something else took the machine
+        _http("voltpay", 2, 1100.0),
+        _http("ceiling", 2, 1600.0),
+    )
+    results.http[0].p99_ms = 150.0
+    [row] = http_rows(results)
+    assert row.peer_round_ratios == pytest.approx((4.0, 3.0, 11.0))
+    assert row.peer_ratio == pytest.approx(4.0)
+    figures = summary(results)
+    assert figures["pay_pg_vs_fastapi"] == pytest.approx(4.0)
+    assert figures["pay_pg_vs_fastapi_round_ratios"] == pytest.approx([4.0, 3.0, 11.0])
+    assert figures["pay_pg_vs_fastapi_ratio_of_medians"] == pytest.approx(1100 / 300)
+    assert figures["pay_pg_peer_rps"] == pytest.approx(300.0)
+    assert figures["pay_pg_peer_p99_ms"] == pytest.approx(20.0)
+    # The ceiling's ratio is still voltpay's against the ceiling's alone.
+    assert figures["pay_pg_ratio"] == pytest.approx(0.75)
+    verdict = targets(figures)["pay_pg_vs_fastapi"]
+    assert (verdict["target"], verdict["met"]) == (">= 3.5", True)
+    header, _, line = http_table(results)
+    assert "| peer req/s | p99 ms | voltpay/peer | by round |" in header
+    assert "| 300.0 | 20.00 | 4.00 | 4.00, 3.00, 11.00 |" in line
+
+
+def test_without_the_peer_its_target_is_not_run() -> None:
+    figures = summary(_results(_http("voltpay", 0, 500.0), _http("ceiling", 0, 1000.0)))
+    assert figures["pay_pg_vs_fastapi"] is None
+    assert figures["pay_pg_peer_rps"] is None
+    assert targets(figures)["pay_pg_vs_fastapi"]["met"] is None
+    [_, _, line] = http_table(_results(_http("voltpay", 0, 500.0), _http("ceiling", 0, 1000.0)))
+    assert "| - | - | - | - |" in line
+
+
+class _Drained:
+    """A database whose pipeline is always empty."""
+
+    async def wait_drained(self, timeout: float) -> bool:
+        return True
+
+
+async def test_pay_runs_the_peer_beside_voltpay_and_its_ceiling_at_every_level() -> None:
+    config = BenchConfig(connections=[1, 16, 64], rounds=2, warmup=0)
+    bench = Bench(config)
+    ran: list[tuple[str, int]] = []
+
+    async def wrk_pay(
+        service: Service, system: str, database: str, db: Any, connections: int
+    ) -> WrkResult:
+        assert service.port == {"voltpay": 1, "ceiling": 2, "peer": 3}[system]
+        ran.append((system, connections))
+        return WrkResult(100, 1.0, 1.0, 2.0, 3.0, 4.0, 0, 0)
+
+    async def quiet() -> None:
+        pass
+
+    bench._wrk_pay = wrk_pay  # type: ignore[method-assign]
+    voltpay, ceiling, peer = (Service(None, port) for port in (1, 2, 3))  # type: ignore[arg-type]
+    stage = Stage("postgres", _Drained(), voltpay, quiet)  # type: ignore[arg-type]
+    try:
+        await bench._pairs(stage, "pay", ceiling, peer)
+    finally:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+
+    order = ["peer", "voltpay", "ceiling"]
+    assert ran == [
+        *((system, 1) for system in order),
+        *((system, 16) for system in order),
+        *((system, 64) for system in order),
+        *((system, 64) for system in reversed(order)),
+    ]
+    peer_rounds = [(s.connections, s.round) for s in bench.results.http if s.system == "peer"]
+    assert peer_rounds == [(1, 0), (16, 0), (64, 0), (64, 1)]
+    assert {s.database for s in bench.results.http} == {"postgres"}

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ONLY = {
     "pay_pg_ratio",
     "pay_pg_p99_ms",
+    "pay_pg_vs_fastapi",
     "fairness_quiet_p50_ratio_pg",
     "fairness_quiet_p99_ratio_pg",
 }
