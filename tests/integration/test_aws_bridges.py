@@ -214,6 +214,39 @@ async def test_moto_server_stops_promptly_with_a_long_poll_in_flight() -> None:
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=1).close()
 
 
+async def test_calls_to_moto_s_server_reuse_their_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every SNS/SQS call once opened a TCP connection of its own (moto's
+    own server closes each after its answer); now the daemon's calls keep
+    theirs."""
+    from waitress.channel import HTTPChannel
+
+    opened: list[object] = []
+    channel_init = HTTPChannel.__init__
+
+    def counting(self: HTTPChannel, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        channel_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(HTTPChannel, "__init__", counting)
+    endpoint = MotoServer()
+    url = await endpoint.astart()
+    try:
+        async with await AwsClients.open(
+            endpoint_url=url, region=REGION, access_key_id=None, secret_access_key=None
+        ) as clients:
+            created = await clients.sqs.create_queue(QueueName=f"kept-{uuid.uuid4().hex}")
+            consumer = SqsConsumer(clients.sqs_direct, created["QueueUrl"])
+            before = len(opened)
+            for _ in range(20):
+                await consumer.receive(wait_seconds=0)
+                await consumer.depth()
+            assert len(opened) - before <= 2
+    finally:
+        await endpoint.astop(grace_seconds=0.5)
+
+
 # --- the clients ---------------------------------------------------------------------------
 
 

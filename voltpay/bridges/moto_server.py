@@ -4,6 +4,12 @@ The embedded bus runs it in a process of its own, behind a check of every
 request (``voltpay.bridges.bus_process``); tests and the bench also run it
 open, as a stand-in for AWS. moto keeps its state in module-level backends,
 so every server started in one process shares the same topics and queues.
+
+moto's own server (werkzeug's development server) closes the connection
+after every answer, so each SNS/SQS call paid for a new TCP connection on
+both sides and a new thread here, and it waits 10 ms for more of a request
+after answering it. moto's application is served by waitress instead: kept-
+alive connections, TCP_NODELAY, a fixed pool of threads.
 """
 
 from __future__ import annotations
@@ -15,15 +21,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import ThreadedWSGIServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress.server import BaseWSGIServer, create_server
+from waitress.wasyncore import close_all
 
 _log = logging.getLogger(__name__)
 
@@ -34,72 +37,14 @@ _HOST = "127.0.0.1"
 # or reading its state: /moto-api/data.json dumps the models of every backend,
 # which all moto servers in a process share, so it slows with every queue made.
 _PROBE_PATH = "/moto-api/config"
-# socketserver only notices shutdown() between polls; the default 0.5 s would
-# make every stop wait that long.
-_POLL_INTERVAL_SECONDS = 0.05
+# Calls answered at once: a long poll holds its thread for its wait time.
+_THREADS = 16
 # A proxy from the environment could not reach this process's loopback port.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class _QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler with one Server header and our logging.
-
-    moto's responses carry their own Server header and the standard library adds
-    a second one; aiohttp (under aiobotocore) rejects such a response outright
-    ("Duplicate 'Server' header found", getmoto/moto#9930). werkzeug would also
-    attach its own stderr handler and print one access line per SNS/SQS call,
-    bypassing the daemon's log format. Its headers and its body go out in
-    separate writes: without TCP_NODELAY the body's waits for the client to
-    acknowledge the headers, which a client may delay by up to 40 ms.
-    """
-
-    disable_nagle_algorithm = True
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        level = logging.WARNING if type in {"error", "warning"} else logging.DEBUG
-        _log.log(level, "moto's server: " + message.rstrip(), *args)
-
-
-class _TrackingWSGIServer(ThreadedWSGIServer):
-    """werkzeug's threaded server, remembering its request threads.
-
-    Its request threads are daemons, which socketserver does not track, so
-    without this a stop could not wait for the requests still being answered.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._request_threads: set[threading.Thread] = set()
-        self._request_threads_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread,
-            args=(request, client_address),
-            name="moto-request",
-            daemon=True,
-        )
-        with self._request_threads_lock:
-            self._request_threads = {t for t in self._request_threads if t.is_alive()}
-            self._request_threads.add(thread)
-        thread.start()
-
-    def join_requests(self, deadline: float) -> list[threading.Thread]:
-        """Wait for request threads until the monotonic deadline; return the
-        ones still running."""
-        with self._request_threads_lock:
-            threads = list(self._request_threads)
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        return [thread for thread in threads if thread.is_alive()]
+# waitress warns of every request that waits for a thread, and of a long
+# poll still running when a stop gives up on it.
+for _name in ("waitress", "waitress.queue"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 class _Dispatcher(DomainDispatcherApplication):
@@ -122,38 +67,10 @@ class _Dispatcher(DomainDispatcherApplication):
             return backend
 
 
-class _MotoServer(ThreadedMotoServer):
-    """moto's threaded server with a startup that cannot hang and quiet logs.
-
-    moto's own entry point never sets its ready event when binding fails, which
-    would leave start() waiting forever.
-    """
-
-    def __init__(self, wrap: Callable[[WSGIApp], WSGIApp] | None) -> None:
-        # Port 0: the kernel picks a free port at bind time, so there is no
-        # window in which another process can take it.
-        super().__init__(ip_address=_HOST, port=0, verbose=False)
-        self._wrap = wrap
-        self.wsgi_server: _TrackingWSGIServer | None = None
-        self.startup_error: BaseException | None = None
-
-    def _server_entry(self) -> None:
-        app: WSGIApp = _Dispatcher(create_backend_app)
-        if self._wrap is not None:
-            app = self._wrap(app)
-        try:
-            server = _TrackingWSGIServer(
-                self._ip_address, self._port, app, handler=_QuietRequestHandler
-            )
-        except BaseException as exc:  # werkzeug calls sys.exit() when it cannot bind
-            self.startup_error = exc
-            self._server_ready_event.set()
-            return
-        self.wsgi_server = server
-        self._server = server
-        self._server_ready_event.set()
-        # werkzeug's serve_forever closes the listening socket when it returns.
-        server.serve_forever(poll_interval=_POLL_INTERVAL_SECONDS)
+@dataclass
+class _Running:
+    server: BaseWSGIServer
+    loop: threading.Thread
 
 
 class MotoServer:
@@ -173,7 +90,7 @@ class MotoServer:
     ) -> None:
         self._ready_timeout_seconds = ready_timeout_seconds
         self._wrap = wrap
-        self._server: _MotoServer | None = None
+        self._running: _Running | None = None
         self._url: str | None = None
         self._lock = threading.Lock()
 
@@ -192,19 +109,26 @@ class MotoServer:
         with self._lock:
             if self._url is not None:
                 return self._url
-            server = _MotoServer(self._wrap)
-            server.start()
-            if server.startup_error is not None or server.wsgi_server is None:
-                raise RuntimeError(f"moto's server failed to start: {server.startup_error!r}")
-            host, port = server.get_host_and_port()
-            url = f"http://{host}:{port}"
-            self._server = server
+            app: WSGIApp = _Dispatcher(create_backend_app)
+            if self._wrap is not None:
+                app = self._wrap(app)
+            try:
+                # Port 0: the kernel picks a free port at bind time, so there
+                # is no window in which another process can take it.
+                server = create_server(app, host=_HOST, port=0, threads=_THREADS)
+            except OSError as exc:
+                raise RuntimeError(f"moto's server failed to start: {exc!r}") from exc
+            loop = threading.Thread(target=server.run, name="moto-server", daemon=True)
+            loop.start()
+            running = _Running(server, loop)
+            url = f"http://{_HOST}:{server.effective_port}"
+            self._running = running
             if self._wrap is None:
                 try:
                     self._wait_until_answering(url)
                 except BaseException:
-                    self._shutdown(server, grace_seconds=1.0)
-                    self._server = None
+                    self._shutdown(running, grace_seconds=1.0)
+                    self._running = None
                     raise
             self._url = url
             _log.info("moto's server listening on %s", url)
@@ -214,15 +138,15 @@ class MotoServer:
         """Stop accepting connections and wait up to grace_seconds for requests.
 
         A long poll already inside moto cannot be interrupted (moto sleeps until
-        its WaitTimeSeconds ends even when the client went away), so its request
-        thread may outlive stop() by up to 20 s; it is a daemon thread that
-        closes its own socket and ends by itself. Close the AWS clients and stop
-        polling before stopping the endpoint.
+        its WaitTimeSeconds ends even when the client went away), so its thread
+        may outlive stop() by up to 20 s; it is a daemon thread that ends by
+        itself. Close the AWS clients and stop polling before stopping the
+        endpoint.
         """
         with self._lock:
-            server, self._server, self._url = self._server, None, None
-            if server is not None:
-                self._shutdown(server, grace_seconds=grace_seconds)
+            running, self._running, self._url = self._running, None, None
+            if running is not None:
+                self._shutdown(running, grace_seconds=grace_seconds)
 
     async def astart(self) -> str:
         return await asyncio.to_thread(self.start)
@@ -243,19 +167,14 @@ class MotoServer:
                 time.sleep(0.05)
 
     @staticmethod
-    def _shutdown(server: _MotoServer, *, grace_seconds: float) -> None:
-        deadline = time.monotonic() + grace_seconds
-        wsgi_server = server.wsgi_server
-        if wsgi_server is None:
-            return
-        wsgi_server.shutdown()
-        serving_thread = server._thread
-        if serving_thread is not None:
-            serving_thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        still_running = wsgi_server.join_requests(deadline)
-        if still_running:
+    def _shutdown(running: _Running, *, grace_seconds: float) -> None:
+        server = running.server
+        server.close()  # the listening socket: no new connections
+        server.task_dispatcher.shutdown(timeout=grace_seconds)
+        if server.task_dispatcher.threads:
             _log.info(
-                "moto's server stopped with %d request(s) in flight "
-                "(a long poll ends by itself within its wait time)",
-                len(still_running),
+                "moto's server stopped with requests in flight "
+                "(a long poll ends by itself within its wait time)"
             )
+        close_all(server._map)  # the connections, and the loop with them
+        running.loop.join(timeout=2.0)
