@@ -36,6 +36,9 @@ class BenchConfig:
     wrk_threads: int = 1
     pipeline_events: int = 500  # payments per pipeline round on the embedded endpoint
     pipeline_rounds: int = 3
+    # Events waiting at once for the depth figure: its rate with the second
+    # against its rate with the first (once, on the drain database).
+    depth_events: tuple[int, int] = (1000, 10000)
     bus_memory_events: int = 20000  # events through the embedded bus for its RSS figure
     bus_memory_warm_up: int = 2000
     stub_events: int = 5000  # events per bridges round against the instant stub
@@ -84,6 +87,7 @@ class BenchConfig:
             users=200,
             pipeline_events=50,
             pipeline_rounds=1,
+            depth_events=(50, 500),
             stub_events=500,
             drain_rounds=1,
             rss_seconds=5,

@@ -43,6 +43,26 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("healthz_ratio", ">=", 0.8, "GET /healthz vs the bare aiohttp app (req/s)"),
     ("pipeline_ratio", ">=", 0.8, "events/s vs raw aioboto3 on the embedded endpoint"),
     ("sms_p99_ratio", "<=", 1.5, "commit→SMS p99 vs the ceiling's publish→receive p99"),
+    ("pipeline_vs_pay_sqlite", ">=", 1.0, "commit→SMS events/s vs pay req/s, on SQLite"),
+    ("pipeline_vs_pay_pg", ">=", 0.8, "commit→SMS events/s vs pay req/s, on PostgreSQL"),
+    (
+        "sms_lag_after_pay_s_sqlite",
+        "<=",
+        1.0,
+        "seconds after a pay round at the top level until its last SMS, on SQLite",
+    ),
+    (
+        "sms_lag_after_pay_s_pg",
+        "<=",
+        1.0,
+        "seconds after a pay round at the top level until its last SMS, on PostgreSQL",
+    ),
+    (
+        "pipeline_depth_10k_ratio",
+        ">=",
+        0.8,
+        "pipeline events/s with 10,000 events waiting vs with 1,000",
+    ),
     ("pipeline_instant_events_per_s", ">=", 1000.0, "voltpay's bridges vs the instant stub"),
     ("pay_drop_during_drain", "<", 0.2, "pay req/s lost while the pipeline drains a backlog"),
     ("rss_growth", "<", 0.1, "RSS growth over a steady pay load"),
@@ -70,6 +90,11 @@ REQUIRED_KEYS = (
     "healthz_ratio",
     "pipeline_ratio",
     "pipeline_instant_events_per_s",
+    "pipeline_vs_pay_sqlite",
+    "pipeline_vs_pay_pg",
+    "sms_lag_after_pay_s_sqlite",
+    "sms_lag_after_pay_s_pg",
+    "pipeline_depth_10k_ratio",
     "pay_drop_during_drain",
     "rss_growth",
     "fairness_quiet_p50_ratio_pg",
@@ -247,6 +272,16 @@ def summary(results: Results) -> dict[str, Any]:
             pipeline_ratios.append(out[f"pipeline_{short}_ratio"])
         if out[f"sms_p99_{short}_ratio"] is not None:
             latency_ratios.append(out[f"sms_p99_{short}_ratio"])
+        # The pipeline against the API: its events/s over the pay rate at the
+        # top level, and how long after a pay round its last SMS went.
+        pay = rows.get(("pay", database, top))
+        out[f"pipeline_vs_pay_{short}"] = ratio(mine, pay.voltpay_rps if pay else None)
+        out[f"sms_lag_after_pay_s_{short}"] = pay.caught_up_s if pay else None
+    shallow = _pipeline(results, "voltpay-shallow", config.drain_database, "events_per_s")
+    deep = _pipeline(results, "voltpay-deep", config.drain_database, "events_per_s")
+    out["pipeline_shallow_events_per_s"] = shallow
+    out["pipeline_deep_events_per_s"] = deep
+    out["pipeline_depth_10k_ratio"] = ratio(deep, shallow)
     # The worse database decides.
     out["pipeline_ratio"] = min(pipeline_ratios) if pipeline_ratios else None
     out["sms_p99_ratio"] = max(latency_ratios) if latency_ratios else None

@@ -108,7 +108,9 @@ class HttpSample:
 
 @dataclass
 class PipelineSample:
-    kind: str  # voltpay-embedded, ceiling-embedded, voltpay-stub, bridges-stub, raw-stub
+    # voltpay-embedded, ceiling-embedded, voltpay-shallow, voltpay-deep (the
+    # depth figure), voltpay-stub, bridges-stub, raw-stub
+    kind: str
     database: str
     round: int
     events: int
@@ -890,6 +892,13 @@ class Bench:
                 for side in in_turns(number, daemon, ceiling):
                     await quiet()
                     await side(number)
+            if database == config.drain_database:
+                # Whether the depth of what waits slows the pipeline: the
+                # same drain with few and with many events waiting at once.
+                shallow, deep = config.depth_events
+                for kind, count in (("voltpay-shallow", shallow), ("voltpay-deep", deep)):
+                    await quiet()
+                    await self._voltpay_pipeline(voltpay, db, kind, database, 0, count)
             if config.profile:
                 await quiet()
                 await self._profile_pipeline(voltpay, database, db)

@@ -93,8 +93,10 @@ def test_one_disturbed_round_does_not_move_the_median() -> None:
     assert summary(results)["pay_pg_ratio"] == pytest.approx(0.5)
 
 
-def _pipeline(kind: str, number: int, events_per_s: float, p99_ms: float) -> PipelineSample:
-    return PipelineSample(kind, "sqlite", number, 500, 500, 1.0, events_per_s, 1.0, p99_ms)
+def _pipeline(
+    kind: str, number: int, events_per_s: float, p99_ms: float, database: str = "sqlite"
+) -> PipelineSample:
+    return PipelineSample(kind, database, number, 500, 500, 1.0, events_per_s, 1.0, p99_ms)
 
 
 def test_pipeline_ratios_are_paired_by_round() -> None:
@@ -112,6 +114,28 @@ def test_pipeline_ratios_are_paired_by_round() -> None:
     assert figures["pipeline_ratio"] == pytest.approx(0.9)
     assert figures["sms_p99_sqlite_ratio"] == pytest.approx(1.2)
     assert figures["pipeline_sqlite_ratio_of_medians"] == pytest.approx(0.9)
+
+
+def test_the_pipeline_is_set_against_the_pay_rate_and_its_own_depth() -> None:
+    config = BenchConfig(databases=["postgres"], connections=[64])
+    results = Results(config)
+    results.http = [
+        HttpSample("pay", "voltpay", "postgres", 64, 0, 1000.0, 50.0, 90.0, 10000, 0, 0, None, 4.0),
+        HttpSample("pay", "voltpay", "postgres", 64, 1, 900.0, 50.0, 90.0, 9000, 0, 0, None, 2.0),
+    ]
+    results.pipeline = [
+        _pipeline("voltpay-embedded", 0, 760.0, 1000.0, "postgres"),
+        _pipeline("voltpay-shallow", 0, 800.0, 1000.0, "postgres"),
+        _pipeline("voltpay-deep", 0, 600.0, 1000.0, "postgres"),
+    ]
+    figures = summary(results)
+    assert figures["pipeline_vs_pay_pg"] == pytest.approx(760 / 950)
+    assert figures["sms_lag_after_pay_s_pg"] == pytest.approx(3.0)
+    assert figures["pipeline_depth_10k_ratio"] == pytest.approx(0.75)
+    verdicts = targets(figures)
+    assert verdicts["pipeline_vs_pay_pg"]["met"] is True
+    assert verdicts["sms_lag_after_pay_s_pg"]["met"] is False
+    assert verdicts["pipeline_depth_10k_ratio"]["met"] is False
 
 
 def test_the_drain_drop_pairs_each_round_idle_and_draining() -> None:
