@@ -20,6 +20,7 @@ from tests.client import Api, Customer, eventually
 from tests.fakes.clock import Clock
 from tests.fakes.recording_sms import RecordingSmsSender
 from tests.integration.conftest import delivered, outbox_event_ids, queue_depth
+from tests.integration.test_operators import credit, operator
 from voltpay.agents.outbox import OutboxRelay
 from voltpay.agents.pacing import Pacer
 from voltpay.agents.poller import SqsPoller
@@ -165,6 +166,55 @@ async def test_each_event_type_texts_its_owner_once_and_is_audited_once(
     assert "NGN 50.00 was refunded to your wallet." in refunded
     assert "Balance: NGN 400.00." in refunded
     assert await api.balance(alice) == "400.00"
+
+
+async def test_a_reversed_credit_is_texted_to_the_wallet_s_owner_once(
+    api: Api, daemon: Daemon, sms: RecordingSmsSender
+) -> None:
+    desk = await operator(api)
+    customer = await api.customer(phone="+2348033333333")
+    made = await credit(api, desk, customer.wallet_id, "80.00", "dep-sms", "cash at desk 2")
+    assert made.status == 201, made.body
+    spent = await api.bill(customer, "30.00")
+    assert (await api.pay(customer, spent.body["billId"])).status == 200
+    reversal = await api.call(
+        "POST",
+        f"/api/admin/credits/{made.body['creditId']}/reversal",
+        json={"reason": "the transfer bounced"},
+        headers={"Idempotency-Key": "rev-sms"},
+        customer=desk,
+    )
+    assert reversal.status == 402  # spent: nothing taken back, nothing told
+    topped = await api.call(
+        "POST",
+        f"/api/admin/wallets/{customer.wallet_id}/credits",
+        json={"amount": "50.00", "reason": "goodwill"},
+        headers={"Idempotency-Key": "dep-sms-2"},
+        customer=desk,
+    )
+    assert topped.status == 201, topped.body
+    reversal = await api.call(
+        "POST",
+        f"/api/admin/credits/{made.body['creditId']}/reversal",
+        json={"reason": "the transfer bounced"},
+        headers={"Idempotency-Key": "rev-sms-2"},
+        customer=desk,
+    )
+    assert reversal.status == 201, reversal.body
+
+    # The customer's welcome, two credits, a bill, its payment, the reversal;
+    # the operator's welcome.
+    await eventually(lambda: delivered(7), timeout=20)
+    events = await outbox_event_ids()
+    assert sms.per_event() == Counter(dict.fromkeys(events, 1))
+    mine = await notifications_of(api, customer)
+    [reversed_] = [item["body"] for item in mine if item["eventType"] == "credit_reversed"]
+    assert reversed_.startswith(
+        "voltpay: a credit of NGN 80.00 to your wallet was reversed. New balance: NGN 20.00."
+    )
+    assert "bounced" not in reversed_  # the operator's reason stays in the audit trail
+    assert await AuditRecord.filter(event_type="credit_reversed").count() == 1
+    assert await api.balance(customer) == "20.00"
 
 
 # -- at-least-once delivery, exactly-once SMS -----------------------------------------

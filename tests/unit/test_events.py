@@ -14,6 +14,7 @@ import pytest
 from voltpay.domain.events import (
     BillCreated,
     BillSummary,
+    CreditReversed,
     EventType,
     MalformedEvent,
     Payload,
@@ -64,6 +65,14 @@ SAMPLES: list[Payload] = [
         reason="the provider refused the vend",
         refunded_minor=10000,
         wallet_balance_minor=40000,
+    ),
+    CreditReversed(
+        user_id=USER,
+        wallet_id=WALLET,
+        transaction_id=uuid.UUID("66666666-6666-4666-8666-666666666666"),
+        credit_id=uuid.UUID("77777777-7777-4777-8777-777777777777"),
+        amount_minor=8000,
+        balance_minor=2005,
     ),
 ]
 BY_TYPE = {sample.type: sample for sample in SAMPLES}
@@ -271,6 +280,9 @@ def test_each_sms_text_is_exactly_what_users_receive() -> None:
         "payment_failed": (
             "voltpay: payment of NGN 100.00 for meter A123456 failed. NGN 100.00 was "
             "refunded to your wallet. Balance: NGN 400.00."
+        ),
+        "credit_reversed": (
+            "voltpay: a credit of NGN 80.00 to your wallet was reversed. New balance: NGN 20.05."
         ),
     }
     reference = sms_reference(uuid.UUID("0123456789abcdef0123456789abcdef"))

@@ -36,6 +36,7 @@ EventType = Literal[
     "bill_created",
     "payment_completed",
     "payment_failed",
+    "credit_reversed",
 ]
 EVENT_VERSION = 1
 
@@ -226,6 +227,42 @@ class WalletFunded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CreditReversed:
+    """An operator's credit taken back from a wallet, and the balance it
+    left; ``credit_id`` is the credit's."""
+
+    type: ClassVar[Literal["credit_reversed"]] = "credit_reversed"
+    user_id: uuid.UUID
+    wallet_id: uuid.UUID
+    transaction_id: uuid.UUID
+    credit_id: uuid.UUID
+    amount_minor: int
+    balance_minor: int
+
+    def to_data(self) -> dict[str, str]:
+        return {
+            "userId": str(self.user_id),
+            "walletId": str(self.wallet_id),
+            "transactionId": str(self.transaction_id),
+            "creditId": str(self.credit_id),
+            "amount": format_minor(self.amount_minor),
+            "balance": format_minor(self.balance_minor),
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, object]) -> CreditReversed:
+        read = _Fields(data)
+        return cls(
+            user_id=read.uuid("userId"),
+            wallet_id=read.uuid("walletId"),
+            transaction_id=read.uuid("transactionId"),
+            credit_id=read.uuid("creditId"),
+            amount_minor=read.money("amount"),
+            balance_minor=read.money("balance"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BillSummary:
     """The bill as every bill event names it: enough for its SMS to say which
     meter and how much without looking the bill up."""
@@ -353,7 +390,9 @@ class PaymentFailed:
         )
 
 
-Payload: TypeAlias = UserRegistered | WalletFunded | BillCreated | PaymentCompleted | PaymentFailed
+Payload: TypeAlias = (
+    UserRegistered | WalletFunded | BillCreated | PaymentCompleted | PaymentFailed | CreditReversed
+)
 
 # How each event type's data is read; every EventType has a reader.
 _READERS: dict[str, Callable[[Mapping[str, object]], Payload]] = {
@@ -362,6 +401,7 @@ _READERS: dict[str, Callable[[Mapping[str, object]], Payload]] = {
     BillCreated.type: BillCreated.from_data,
     PaymentCompleted.type: PaymentCompleted.from_data,
     PaymentFailed.type: PaymentFailed.from_data,
+    CreditReversed.type: CreditReversed.from_data,
 }
 
 

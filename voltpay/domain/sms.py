@@ -6,6 +6,7 @@ import uuid
 
 from voltpay.domain.events import (
     BillCreated,
+    CreditReversed,
     Payload,
     PaymentCompleted,
     PaymentFailed,
@@ -17,7 +18,14 @@ from voltpay.domain.sts import format_token
 
 # The event types that become an SMS; render_sms() has a text for each.
 SMS_EVENT_TYPES = frozenset(
-    {"user_registered", "wallet_funded", "bill_created", "payment_completed", "payment_failed"}
+    {
+        "user_registered",
+        "wallet_funded",
+        "bill_created",
+        "payment_completed",
+        "payment_failed",
+        "credit_reversed",
+    }
 )
 
 
@@ -89,5 +97,11 @@ def _text(payload: Payload, currency: str) -> str:
                 f"{bill.meter_number} failed. {currency} {format_minor(payload.refunded_minor)} "
                 f"was refunded to your wallet. "
                 f"Balance: {currency} {format_minor(payload.wallet_balance_minor)}."
+            )
+        case CreditReversed():
+            return (
+                f"voltpay: a credit of {currency} {format_minor(payload.amount_minor)} "
+                f"to your wallet was reversed. "
+                f"New balance: {currency} {format_minor(payload.balance_minor)}."
             )
     raise UnknownEvent(f"no SMS for event type {payload.type!r}")

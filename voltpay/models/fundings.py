@@ -20,7 +20,7 @@ from voltpay.domain.errors import (
     IdempotencyKeyBusy,
     WalletNotFound,
 )
-from voltpay.domain.events import Event, WalletFunded
+from voltpay.domain.events import CreditReversed, Event, WalletFunded
 from voltpay.domain.fundings import FundingStatus
 from voltpay.models import idempotency, money, sql
 from voltpay.models.idempotency import Key, StoredResponse
@@ -217,8 +217,9 @@ async def reverse_credit(
     *,
     claim: tuple[Key, Answer] | None = None,
 ) -> Credited:
-    """An operator's credit taken back once, with its audit row, in one
-    transaction. CreditNotFound, CreditAlreadyReversed, InsufficientFunds
+    """An operator's credit taken back once, with its audit row and
+    ``credit_reversed`` (the customer is told), in one transaction.
+    CreditNotFound, CreditAlreadyReversed, InsufficientFunds
     (the money was spent): nothing written."""
     now = datetime.now(UTC)
     async with in_transaction() as conn:
@@ -240,6 +241,16 @@ async def reverse_credit(
         await _audit(
             conn, operator, "reverse", credit.wallet_id, credit_id, credit.amount_minor, reason, now
         )
+        wallet = await Wallet.get(id=credit.wallet_id, using_db=conn)
+        taken_back = CreditReversed(
+            user_id=wallet.user_id,  # type: ignore[attr-defined]
+            wallet_id=credit.wallet_id,
+            transaction_id=movement.transaction_id,
+            credit_id=credit_id,
+            amount_minor=credit.amount_minor,
+            balance_minor=movement.balance_after_minor,
+        )
+        await record_event(conn, taken_back, now)
         reversed_ = Credited(credit, movement.balance_after_minor)
         await _keep_answer(conn, claim, reversed_)
     return reversed_
