@@ -261,7 +261,20 @@ _DEPTH = textwrap.dedent(
     except ClientError as error:
         stranger = error.response["Error"]["Code"]
     attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    # A message purged while received (moto's purge forgets the queue's
+    # messages, not that they were received): its old handle deletes nothing,
+    # and is refused as moto refuses it.
+    purged = sqs.create_queue(QueueName="purged")["QueueUrl"]
+    sqs.send_message(QueueUrl=purged, MessageBody="once")
+    [held] = sqs.receive_message(QueueUrl=purged)["Messages"]
+    sqs.purge_queue(QueueUrl=purged)
+    try:
+        sqs.delete_message(QueueUrl=purged, ReceiptHandle=held["ReceiptHandle"])
+        purged_delete = "deleted"
+    except ClientError as error:
+        purged_delete = error.response["Error"]["Code"]
     print(json.dumps({
+        "purged": purged_delete,
         "counted_during_calls": during,
         "first": len(first), "second": len(second), "third": len(third),
         "same_messages": sorted(m["MessageId"] for m in second) == sorted(
@@ -299,5 +312,6 @@ def test_the_bus_answers_a_deep_queue_as_moto_would_without_scanning_it() -> Non
     assert figures["deleted_again"] == 1
     assert figures["deleted_by_old_handle"] == 10
     assert figures["stranger"] == "ReceiptHandleIsInvalid"
+    assert figures["purged"] == "ReceiptHandleIsInvalid"
     assert figures["visible"] == str(1000 - 20)
     assert figures["not_visible"] == "0"

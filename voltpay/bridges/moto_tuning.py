@@ -84,8 +84,8 @@ def forget_what_moto_keeps() -> None:
 
 
 def answer_regardless_of_depth() -> None:
-    """Make a receive and a delete cost the same with 10 or 10,000 messages
-    queued.
+    """Make a receive, a send and a delete cost the same with 10 or 10,000
+    messages queued.
 
     * A receive checks each message it returns against the queue's retention
       period, which moto reads by building every queue attribute, three of
@@ -100,7 +100,13 @@ def answer_regardless_of_depth() -> None:
       message in flight has (an expired one, or a stranger's) takes moto's
       own way, which also answers it as moto would.
     """
-    from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
+    _read_retention_alone()
+    _count_only_when_asked()
+    _delete_among_those_in_flight()
+
+
+def _read_retention_alone() -> None:
+    from moto.core.utils import unix_time, unix_time_millis
     from moto.sqs.models import Message, Queue, SQSBackend
 
     def is_message_valid_based_on_retention_period(
@@ -113,18 +119,30 @@ def answer_regardless_of_depth() -> None:
         now = unix_time_millis()
         return [m for m in self._messages if now > m.visible_at and now >= m.delayed_until]
 
-    uncounted = threading.local()
-    counts = frozenset(
-        {
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesDelayed",
-            "ApproximateNumberOfMessagesNotVisible",
-        }
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period
     )
+    Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
+
+
+_COUNTS = frozenset(
+    {
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesDelayed",
+        "ApproximateNumberOfMessagesNotVisible",
+    }
+)
+
+
+def _count_only_when_asked() -> None:
+    from moto.core.utils import camelcase_to_underscores
+    from moto.sqs.models import Message, Queue, SQSBackend
+
+    uncounted = threading.local()
 
     def attributes(self: Queue) -> dict[str, Any]:
         """moto's own ``Queue.attributes``, without the counts during a send."""
-        skipped = counts if getattr(uncounted, "on", False) else frozenset()
+        skipped = _COUNTS if getattr(uncounted, "on", False) else frozenset()
         names = [a for a in self.BASE_ATTRIBUTES if a not in skipped]
         if self.fifo_queue:
             names += self.FIFO_ATTRIBUTES
@@ -146,6 +164,13 @@ def answer_regardless_of_depth() -> None:
         finally:
             uncounted.on = False
 
+    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+
+
+def _delete_among_those_in_flight() -> None:
+    from moto.sqs.models import Queue
+
     moto_delete = Queue.delete_message
 
     def delete_message(self: Queue, receipt_handle: str) -> None:
@@ -154,17 +179,15 @@ def answer_regardless_of_depth() -> None:
         found = next(
             (m for m in self.pending_messages if m.had_receipt_handle(receipt_handle)), None
         )
-        if found is None:
+        try:
+            if found is None:
+                raise ValueError(receipt_handle)
+            self._messages.remove(found)
+        except ValueError:
+            # Not in flight, or no longer queued: moto's own answer.
             moto_delete(self, receipt_handle)
             return
         self.pending_messages.discard(found)
         self.deleted_messages.update(found.all_receipt_handles)  # type: ignore[arg-type]
-        self._messages.remove(found)
 
-    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
-        is_message_valid_based_on_retention_period
-    )
-    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
-    SQSBackend.send_message = send_message  # type: ignore[method-assign]
-    Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
     Queue.delete_message = delete_message  # type: ignore[method-assign]
