@@ -26,7 +26,7 @@ from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from waitress.server import BaseWSGIServer, create_server
-from waitress.wasyncore import close_all
+from waitress.wasyncore import close_all, dispatcher
 
 _log = logging.getLogger(__name__)
 
@@ -169,12 +169,17 @@ class MotoServer:
     @staticmethod
     def _shutdown(running: _Running, *, grace_seconds: float) -> None:
         server = running.server
-        server.close()  # the listening socket: no new connections
+        # The listening socket only: no new connections. (waitress's own
+        # close() would close the loop's trigger too, which the requests
+        # still answering write to.)
+        dispatcher.close(server)
         server.task_dispatcher.shutdown(timeout=grace_seconds)
         if server.task_dispatcher.threads:
             _log.info(
                 "moto's server stopped with requests in flight "
                 "(a long poll ends by itself within its wait time)"
             )
+        # A long poll abandoned past the grace answers into the void.
+        server.pull_trigger = lambda: None
         close_all(server._map)  # the connections, and the loop with them
         running.loop.join(timeout=2.0)
