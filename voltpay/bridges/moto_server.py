@@ -26,7 +26,7 @@ from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from waitress.server import BaseWSGIServer, create_server
-from waitress.wasyncore import close_all, dispatcher
+from waitress.wasyncore import close_all, dispatcher, loop
 
 _log = logging.getLogger(__name__)
 
@@ -67,10 +67,34 @@ class _Dispatcher(DomainDispatcherApplication):
             return backend
 
 
+# How long the serving loop waits for its sockets at most: how soon it sees
+# that it is to stop.
+_LOOP_TIMEOUT_SECONDS = 0.05
+
+
 @dataclass
 class _Running:
     server: BaseWSGIServer
     loop: threading.Thread
+    closing: threading.Event  # stop accepting connections
+    stopping: threading.Event  # close every connection and end the loop
+
+
+def _serve(server: BaseWSGIServer, closing: threading.Event, stopping: threading.Event) -> None:
+    """waitress's serving loop (its own run() ends only once every socket it
+    watches is closed, and notices that only after a whole second), which
+    alone opens and closes the sockets it watches."""
+    accepting = True
+    while not stopping.is_set():
+        if accepting and closing.is_set():
+            # The listening socket only. (waitress's own close() would close
+            # the loop's trigger too, which requests still answering write to.)
+            dispatcher.close(server)
+            accepting = False
+        loop(timeout=_LOOP_TIMEOUT_SECONDS, map=server._map, use_poll=True, count=1)
+    # A long poll abandoned past the grace answers into the void.
+    server.pull_trigger = lambda *args: None
+    close_all(server._map)
 
 
 class MotoServer:
@@ -118,9 +142,12 @@ class MotoServer:
                 server = create_server(app, host=_HOST, port=0, threads=_THREADS)
             except OSError as exc:
                 raise RuntimeError(f"moto's server failed to start: {exc!r}") from exc
-            loop = threading.Thread(target=server.run, name="moto-server", daemon=True)
-            loop.start()
-            running = _Running(server, loop)
+            closing, stopping = threading.Event(), threading.Event()
+            serving = threading.Thread(
+                target=_serve, args=(server, closing, stopping), name="moto-server", daemon=True
+            )
+            serving.start()
+            running = _Running(server, serving, closing, stopping)
             url = f"http://{_HOST}:{server.effective_port}"
             self._running = running
             if self._wrap is None:
@@ -169,17 +196,12 @@ class MotoServer:
     @staticmethod
     def _shutdown(running: _Running, *, grace_seconds: float) -> None:
         server = running.server
-        # The listening socket only: no new connections. (waitress's own
-        # close() would close the loop's trigger too, which the requests
-        # still answering write to.)
-        dispatcher.close(server)
+        running.closing.set()
         server.task_dispatcher.shutdown(timeout=grace_seconds)
         if server.task_dispatcher.threads:
             _log.info(
                 "moto's server stopped with requests in flight "
                 "(a long poll ends by itself within its wait time)"
             )
-        # A long poll abandoned past the grace answers into the void.
-        server.pull_trigger = lambda: None
-        close_all(server._map)  # the connections, and the loop with them
+        running.stopping.set()
         running.loop.join(timeout=2.0)
