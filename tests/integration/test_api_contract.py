@@ -115,6 +115,16 @@ async def test_a_username_is_taken_once(api: Api) -> None:
             "phoneNumber",
         ),
         (
+            {"username": "abc\n", "password": "long enough", "phoneNumber": "+2348012345678"},
+            "invalid_username",
+            "username",
+        ),
+        (
+            {"username": "abc", "password": "long enough", "phoneNumber": "+2348012345678\n"},
+            "invalid_phone_number",
+            "phoneNumber",
+        ),
+        (
             {"username": 123, "password": "long enough", "phoneNumber": "+2348012345678"},
             "invalid_username",
             "username",

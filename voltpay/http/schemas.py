@@ -47,7 +47,8 @@ def _text(code: str, low: int, high: int, what: str, pattern: str | None = None)
             raise PydanticCustomError(
                 code, f"{what} must be a string of {low} to {high} characters"
             )
-        if compiled is not None and not compiled.match(value):
+        # fullmatch: re's "$" also matches before a final newline.
+        if compiled is not None and not compiled.fullmatch(value):
             raise PydanticCustomError(code, f"{what} does not have the required form")
         return value
 
