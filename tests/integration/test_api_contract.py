@@ -411,6 +411,14 @@ async def test_pay_vends_a_token_and_debits_once(api: Api) -> None:
     assert (await api.call("GET", "/api/bills?status=pending", customer=who)).body["items"] == []
 
 
+@pytest.mark.parametrize("status", ["", "PAID", "paid ", "settled"])
+async def test_a_status_filter_names_a_status(api: Api, status: str) -> None:
+    """The document's enum is the rule: an empty status is no filter to guess at."""
+    who = await api.customer()
+    reply = await api.call("GET", f"/api/bills?status={status}", customer=who)
+    assert_problem(reply, 422, "invalid_status")
+
+
 async def test_lower_case_vend_route_is_the_same(api: Api) -> None:
     who = await api.customer(funds="100.00")
     bill = (await api.bill(who, "100.00")).body
