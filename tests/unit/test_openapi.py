@@ -128,3 +128,9 @@ def test_login_documents_the_bounds_it_checks() -> None:
     login = openapi_document()["components"]["schemas"]["LoginRequest"]["properties"]
     assert (login["username"]["minLength"], login["username"]["maxLength"]) == (1, 64)
     assert (login["password"]["minLength"], login["password"]["maxLength"]) == (1, 128)
+
+
+def test_every_operation_documents_the_listeners_400_for_malformed_http() -> None:
+    for methods in openapi_document()["paths"].values():
+        for operation in methods.values():
+            assert "malformed_request" in operation["responses"]["400"]["description"]

@@ -45,7 +45,8 @@ class Operation:
     response: type[BaseModel] | None
     request: type[BaseModel] | None = None
     # Status -> the problem codes it carries; the front's own statuses (400,
-    # 401, 413, 429, and 409/422 of a stored Idempotency-Key) are added.
+    # 401, 413, 429, and 409/422 of a stored Idempotency-Key) are added, and
+    # the listener's 400 for a request that is not well-formed HTTP.
     errors: Mapping[int, str] = field(default_factory=dict)
     auth: bool = True
     query: tuple[str, ...] = ()
@@ -499,6 +500,7 @@ def _errors(op: Operation) -> dict[int, str]:
             "`invalid_idempotency_key`",
         )
         add(413, "`payload_too_large`")
+    add(400, "`malformed_request`: not well-formed HTTP (a header, the framing)")
     if op.auth:
         add(401, "`unauthorized`: no bearer token, or one that is unknown, expired or logged out")
     if op.path.startswith("/api/"):
