@@ -233,7 +233,8 @@ OPERATIONS: tuple[Operation, ...] = (
         s.AddFundsRequest,
         {
             404: "`not_found`",
-            422: _AMOUNT,
+            422: f"{_AMOUNT}; `amount_below_minimum` (under `funding.minimum_amount`, the "
+            "gateway's smallest charge)",
             502: "`gateway_unavailable`",
             503: _AGENT_BUSY,
         },
