@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test agents unit integration e2e benchtest chaos lint typecheck check bench scaleout wrk clean
+.PHONY: run test agents unit integration e2e benchtest chaos fuzz lint typecheck check bench scaleout wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ benchtest: $(TEST_STAMP)
 
 chaos: $(TEST_STAMP)
 	$(BIN)/python -m tests.e2e.chaos
+
+# The contract fuzzer with a long budget per funding mode (the suite's is 30 s):
+# make fuzz SEED=7 FUZZ_SECONDS=600
+SEED ?= 1
+FUZZ_SECONDS ?= 300
+fuzz: $(TEST_STAMP)
+	$(BIN)/pytest -q -rP tests/integration/test_api_fuzz.py \
+		--fuzz-seed=$(SEED) --fuzz-seconds=$(FUZZ_SECONDS) --timeout=$$(($(FUZZ_SECONDS) + 120))
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check voltpay tests bench

@@ -28,6 +28,21 @@ from voltpay.models.users import create_user
 
 moto_server_url = moto_server_fixture()
 T = TypeVar("T")
+# The contract fuzzer's budget in the suite, for each funding mode; ``make
+# fuzz`` gives it more.
+FUZZ_SECONDS = 30
+FUZZ_SEED = 20261207
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fuzz", "the contract fuzzer (tests/integration/test_api_fuzz.py)")
+    group.addoption(
+        "--fuzz-seconds",
+        type=int,
+        default=FUZZ_SECONDS,
+        help="the fuzzer's time budget per funding mode",
+    )
+    group.addoption("--fuzz-seed", type=int, default=FUZZ_SEED, help="the fuzzer's seed")
 
 
 def run_blocking(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -115,6 +115,16 @@ async def test_a_username_is_taken_once(api: Api) -> None:
             "phoneNumber",
         ),
         (
+            {"username": "abc\n", "password": "long enough", "phoneNumber": "+2348012345678"},
+            "invalid_username",
+            "username",
+        ),
+        (
+            {"username": "abc", "password": "long enough", "phoneNumber": "+2348012345678\n"},
+            "invalid_phone_number",
+            "phoneNumber",
+        ),
+        (
             {"username": 123, "password": "long enough", "phoneNumber": "+2348012345678"},
             "invalid_username",
             "username",
@@ -399,6 +409,14 @@ async def test_pay_vends_a_token_and_debits_once(api: Api) -> None:
     listed = await api.call("GET", "/api/bills?status=paid", customer=who)
     assert [b["billId"] for b in listed.body["items"]] == [bill["billId"]]
     assert (await api.call("GET", "/api/bills?status=pending", customer=who)).body["items"] == []
+
+
+@pytest.mark.parametrize("status", ["", "PAID", "paid ", "settled"])
+async def test_a_status_filter_names_a_status(api: Api, status: str) -> None:
+    """The document's enum is the rule: an empty status is no filter to guess at."""
+    who = await api.customer()
+    reply = await api.call("GET", f"/api/bills?status={status}", customer=who)
+    assert_problem(reply, 422, "invalid_status")
 
 
 async def test_lower_case_vend_route_is_the_same(api: Api) -> None:

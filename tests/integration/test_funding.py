@@ -16,6 +16,7 @@ import pytest
 
 from tests.client import Api, Customer, Reply, eventually, expected
 from tests.fakes.paystack_server import FakePaystackServer
+from tests.integration.test_api_contract import assert_problem
 from voltpay.daemon.runtime import Daemon
 from voltpay.http.fundings import WEBHOOK_PATH
 from voltpay.models import wallets
@@ -98,6 +99,18 @@ async def test_add_funds_opens_an_intent_and_credits_nothing(
     assert shown == funding
     listed = await api.expect(200, "GET", "/api/fundings?limit=10", customer=who)
     assert [item["fundingId"] for item in listed["items"]] == [funding["fundingId"]]
+
+
+async def test_an_amount_under_the_gateways_smallest_charge_is_422_and_makes_no_intent(
+    api: Api, paystack: FakePaystackServer
+) -> None:
+    """The gateway would refuse it for good: no 502 that invites a retry."""
+    who = await api.customer()
+    reply = await api.fund(who, "0.99")
+    assert_problem(reply, 422, "amount_below_minimum")
+    assert paystack.transactions == {}
+    assert await Funding.all().count() == 0
+    assert (await api.fund(who, "1.00")).status == 201
 
 
 async def test_a_paid_and_verified_charge_is_credited_once_and_texted(

@@ -128,6 +128,24 @@ async def test_a_token_that_is_not_ascii_is_unauthorized(
     assert (status, content_type) == (401, "application/problem+json")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"Content-Length: ^@yh", b"X-Probe: a\x00b", b"no colon here", b"Content-Length: 1, 2"],
+)
+async def test_a_request_that_is_not_well_formed_http_is_a_400_problem(
+    daemon: Daemon, header: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused before any route is found, yet as every refusal: a problem
+    document, and no error in the log (it is the client's mistake)."""
+    assert daemon.port is not None
+    caplog.set_level(logging.WARNING)
+    status, content_type = await raw_request(
+        daemon.port, b"GET /api/me HTTP/1.1\r\n" + header + b"\r\n"
+    )
+    assert (status, content_type) == (400, "application/problem+json")
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize("idempotency_key", [None, "gzip-lie-1"])
 async def test_a_body_that_is_not_in_its_content_encoding_is_400(
     api: Api, idempotency_key: str | None

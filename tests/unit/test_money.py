@@ -15,6 +15,7 @@ from voltpay.domain.money import AmountError, format_minor, from_minor, parse_am
         ("0.01", Decimal("0.01")),
         (5, Decimal("5.00")),
         (" 7.5 ", Decimal("7.50")),
+        ("\t7.50\r\n", Decimal("7.50")),
         (Decimal("1E+2"), Decimal("100.00")),
         (Decimal("100.000"), Decimal("100.00")),
         (Decimal("1.5000000000000000000000000000000000"), Decimal("1.50")),
@@ -32,6 +33,10 @@ def test_amounts_users_may_send(raw: object, expected: Decimal) -> None:
         (Decimal("0.001"), "invalid_amount"),
         ("abc", "invalid_amount"),
         ("1e3", "invalid_amount"),
+        # Only JSON's own whitespace around the digits, as the document says.
+        ("\u00a07.5", "invalid_amount"),
+        ("7.5\u3000", "invalid_amount"),
+        ("7.5\x1c", "invalid_amount"),
         ("-5.00", "invalid_amount"),
         (Decimal("-5"), "amount_not_positive"),
         (0, "amount_not_positive"),

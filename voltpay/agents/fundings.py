@@ -29,11 +29,13 @@ from voltpay.agents.mailbox import Mailbox
 from voltpay.bridges.paystack import GatewayError, PaymentGateway, UnknownReference
 from voltpay.config.settings import FundingSettings
 from voltpay.domain.errors import (
+    AmountBelowMinimum,
     BalanceLimitReached,
     GatewayUnavailable,
     WalletNotFound,
 )
 from voltpay.domain.fundings import Answer, FundingStatus, Intent, Step, decide, next_wait
+from voltpay.domain.money import to_minor
 from voltpay.models import fundings as store
 from voltpay.models import leases
 from voltpay.models.fundings import Credited
@@ -141,6 +143,9 @@ class FundingsAgent:
     async def _start(self, command: StartFunding) -> Funding:
         if self._gateway is None:  # pragma: no cover - gateway mode always has one
             raise GatewayUnavailable("no payment gateway is configured")
+        minimum = self._settings.minimum_amount
+        if command.amount_minor < to_minor(minimum):
+            raise AmountBelowMinimum(f"amount must be at least {minimum:.2f} to pay on the gateway")
         try:
             funding = await store.create_intent(
                 user_id=command.user_id,

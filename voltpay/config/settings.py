@@ -368,6 +368,12 @@ class FundingSettings(BaseModel):
     reconcile_after_seconds: float = Field(default=300.0, gt=0, le=TEN_YEARS)
     reconcile_max_wait_seconds: float = Field(default=3600.0, gt=0, le=TEN_YEARS)
     reconcile_interval_seconds: float = Field(default=5.0, gt=0, le=HOUR)
+    # The smallest amount the gateway charges: less is refused before any
+    # intent is made (Paystack refuses under 100 minor units, "Invalid Amount
+    # Sent", which no retry would change).
+    minimum_amount: Decimal = Field(
+        default=Decimal("1.00"), gt=0, lt=Decimal(10) ** 16, decimal_places=2
+    )
     # A checkout not paid within this is expired once the gateway agrees.
     intent_ttl_seconds: int = Field(default=3600, ge=60, le=TEN_YEARS)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)

@@ -9,7 +9,11 @@ from decimal import Decimal, InvalidOperation
 MINOR_PER_MAJOR = 100
 _CENT = Decimal("0.01")
 _TOO_LARGE = Decimal(10) ** 16
-_DECIMAL_STRING = re.compile(r"^[0-9]{1,16}(\.[0-9]{1,2})?$")
+# A decimal string; around its digits, only the whitespace JSON itself
+# allows between tokens (str.strip's set is wider, and regular expression
+# engines disagree on what \s is). The OpenAPI document states this pattern.
+DECIMAL_STRING_PATTERN = r"^[ \t\n\r]*[0-9]{1,16}(\.[0-9]{1,2})?[ \t\n\r]*$"
+_BLANK = " \t\n\r"
 
 
 class AmountError(ValueError):
@@ -33,10 +37,10 @@ def parse_amount(value: object) -> Decimal:
     elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, str):
-        if not _DECIMAL_STRING.match(value.strip()):
+        if not re.fullmatch(DECIMAL_STRING_PATTERN, value):
             raise AmountError("invalid_amount", 'amount must be a decimal string like "100.00"')
         try:
-            amount = Decimal(value.strip())
+            amount = Decimal(value.strip(_BLANK))
         except InvalidOperation:  # pragma: no cover - the pattern excludes it
             raise AmountError("invalid_amount", "amount is not a number") from None
     else:

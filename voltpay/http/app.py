@@ -29,6 +29,7 @@ from voltpay.http.context import (
 )
 from voltpay.http.errors import problem_for
 from voltpay.http.problems import Problem, not_found, unauthorized
+from voltpay.http.schemas import IDEMPOTENCY_KEY_PATTERN
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
 from voltpay.models.users import OPERATOR
@@ -50,7 +51,7 @@ _SERVER_NAME = "voltpay"  # no versions to fingerprint
 _NOSNIFF = hdrs.X_CONTENT_TYPE_OPTIONS
 _CACHE_CONTROL = hdrs.CACHE_CONTROL
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 _REQUEST_ID_PREFIX = secrets.token_hex(6)
@@ -286,7 +287,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
     key = request.headers.get("Idempotency-Key")
     if request.method != "POST" or key is None:
         return await handler(request)
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
         raise Problem(
             400,
             "invalid_idempotency_key",

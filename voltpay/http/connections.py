@@ -17,8 +17,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 from aiohttp.web_server import Server
 
+from voltpay.http.problems import Problem
 from voltpay.observability.metrics import HttpStats
 
 log = logging.getLogger("voltpay.http")
@@ -74,6 +77,27 @@ class _GuardedHandler(RequestHandler):
         if self._request_count == 0 and not self._force_close:
             self._guard.overdue()
             self.force_close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        """A request aiohttp cannot parse (its head or its framing: a bad
+        Content-Length, a header with a NUL) is the client's mistake: answered
+        as every refusal is, a problem document, and logged without a
+        traceback. aiohttp's own answer is plain text, logged at ERROR."""
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        reason = (getattr(exc, "message", None) or message or "").split("\n", 1)[0]
+        reason = reason.strip().rstrip(":")
+        log.info("malformed request refused (%s): %s", status, reason)
+        detail = "the request is not well-formed HTTP" + (f": {reason}" if reason else "")
+        response = Problem(status, "malformed_request", detail).response()
+        response.force_close()
+        return response
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._address is None:  # refused in connection_made: nothing began

@@ -145,7 +145,7 @@ async def get_bill(request: web.Request) -> web.Response:
 async def list_bills(request: web.Request) -> web.Response:
     query = Bill.filter(user_id=current_user(request).id)
     status = request.query.get("status")
-    if status:
+    if status is not None:  # "?status=" names no status: refused like any other
         if status not in {s.value for s in BillStatus}:
             raise field_problem(
                 "status",

@@ -84,7 +84,10 @@ async def notifications(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    settings = services(request).settings
+    return json_response(
+        openapi_document(settings.funding.mode, operators_listener=settings.ops.port is not None)
+    )
 
 
 @routes.get("/docs")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -17,11 +20,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from voltpay.domain.money import AmountError, parse_amount
+from voltpay.domain.money import DECIMAL_STRING_PATTERN, AmountError, parse_amount
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 PHONE_PATTERN = r"^\+[1-9][0-9]{7,14}$"
 MONEY_PATTERN = r"^[0-9]+\.[0-9]{2}$"
+METER_MAX_LENGTH = 32
+# Idempotency-Key: 1 to 255 printable ASCII characters, no space.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 
 
 def _money(value: object) -> Decimal:
@@ -32,26 +38,40 @@ def _money(value: object) -> Decimal:
 
 
 def _meter(value: object) -> str:
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 32:
+    if not isinstance(value, str) or len(value) > METER_MAX_LENGTH or not value.strip():
         raise PydanticCustomError(
             "invalid_meter_number", "meterNumber must be a meter number string"
         )
     return value.strip()
 
 
-def _text(code: str, low: int, high: int, what: str, pattern: str | None = None) -> Any:
-    compiled = re.compile(pattern) if pattern else None
+@dataclass(frozen=True)
+class Text(GroupedMetadata):
+    """A string field's rule: its check and its JSON Schema, made from the
+    same bounds, so the document says exactly what the check accepts."""
 
-    def check(value: object) -> str:
-        if not isinstance(value, str) or not low <= len(value) <= high:
+    code: str
+    low: int
+    high: int
+    what: str
+    pattern: str | None = None
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not self.low <= len(value) <= self.high:
             raise PydanticCustomError(
-                code, f"{what} must be a string of {low} to {high} characters"
+                self.code, f"{self.what} must be a string of {self.low} to {self.high} characters"
             )
-        if compiled is not None and not compiled.match(value):
-            raise PydanticCustomError(code, f"{what} does not have the required form")
+        # fullmatch: re's "$" also matches before a final newline.
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise PydanticCustomError(self.code, f"{self.what} does not have the required form")
         return value
 
-    return BeforeValidator(check)
+    def __iter__(self) -> Iterator[object]:
+        schema: dict[str, Any] = {"type": "string", "minLength": self.low, "maxLength": self.high}
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        yield BeforeValidator(self.check)
+        yield WithJsonSchema(schema)
 
 
 MoneyIn = Annotated[
@@ -61,7 +81,7 @@ MoneyIn = Annotated[
         {
             "oneOf": [
                 {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.01},
-                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"},
+                {"type": "string", "pattern": DECIMAL_STRING_PATTERN},
             ],
             "description": "An amount greater than 0 with at most 2 decimal places.",
             "examples": ["100.00", 100.0],
@@ -78,44 +98,37 @@ class Body(BaseModel):
 class RegisterRequest(Body):
     username: Annotated[
         str,
-        _text("invalid_username", 3, 64, "username", USERNAME_PATTERN),
-        Field(
-            description="3-64 of A-Z a-z 0-9 _ . -",
-            json_schema_extra={"pattern": USERNAME_PATTERN},
-        ),
+        Text("invalid_username", 3, 64, "username", USERNAME_PATTERN),
+        Field(description="3-64 of A-Z a-z 0-9 _ . -"),
     ]
-    password: Annotated[str, _text("invalid_password", 8, 128, "password")] = Field(
-        json_schema_extra={"minLength": 8, "maxLength": 128}
-    )
+    password: Annotated[str, Text("invalid_password", 8, 128, "password")]
     phone_number: Annotated[
         str,
-        _text("invalid_phone_number", 9, 16, "phoneNumber", PHONE_PATTERN),
-        Field(
-            alias="phoneNumber",
-            description="E.164, e.g. +2348012345678",
-            json_schema_extra={"pattern": PHONE_PATTERN},
-        ),
+        Text("invalid_phone_number", 9, 16, "phoneNumber", PHONE_PATTERN),
+        Field(alias="phoneNumber", description="E.164, e.g. +2348012345678"),
     ]
 
 
 class PhoneCodeRequest(Body):
-    code: Annotated[str, _text("invalid_code", 6, 6, "code", r"^[0-9]{6}$")] = Field(
-        description="the six digits sent by SMS", json_schema_extra={"pattern": r"^[0-9]{6}$"}
-    )
+    code: Annotated[
+        str,
+        Text("invalid_code", 6, 6, "code", r"^[0-9]{6}$"),
+        Field(description="the six digits sent by SMS"),
+    ]
 
 
 class LoginRequest(Body):
-    username: Annotated[str, _text("invalid_username", 1, 64, "username")]
-    password: Annotated[str, _text("invalid_password", 1, 128, "password")]
+    username: Annotated[str, Text("invalid_username", 1, 64, "username")]
+    password: Annotated[str, Text("invalid_password", 1, 128, "password")]
 
 
 class ChangePasswordRequest(Body):
-    current_password: Annotated[str, _text("invalid_password", 1, 128, "currentPassword")] = Field(
-        alias="currentPassword", json_schema_extra={"minLength": 1, "maxLength": 128}
-    )
-    new_password: Annotated[str, _text("invalid_password", 8, 128, "newPassword")] = Field(
-        alias="newPassword", json_schema_extra={"minLength": 8, "maxLength": 128}
-    )
+    current_password: Annotated[
+        str, Text("invalid_password", 1, 128, "currentPassword"), Field(alias="currentPassword")
+    ]
+    new_password: Annotated[
+        str, Text("invalid_password", 8, 128, "newPassword"), Field(alias="newPassword")
+    ]
 
 
 class AddFundsRequest(Body):
@@ -124,10 +137,11 @@ class AddFundsRequest(Body):
 
 class OperatorCreditRequest(Body):
     amount: MoneyIn
-    reason: Annotated[str, _text("invalid_reason", 3, 500, "reason")] = Field(
-        description="why the operator credits this wallet (kept in the audit trail)",
-        json_schema_extra={"minLength": 3, "maxLength": 500},
-    )
+    reason: Annotated[
+        str,
+        Text("invalid_reason", 3, 500, "reason"),
+        Field(description="why the operator credits this wallet (kept in the audit trail)"),
+    ]
 
 
 class PaystackCharge(Body):
@@ -148,16 +162,19 @@ class PaystackEvent(Body):
 
 
 class ReversalRequest(Body):
-    reason: Annotated[str, _text("invalid_reason", 3, 500, "reason")] = Field(
-        json_schema_extra={"minLength": 3, "maxLength": 500}
-    )
+    reason: Annotated[str, Text("invalid_reason", 3, 500, "reason")]
 
 
 class VerifyRequest(Body):
     meter_number: Annotated[
         str,
         BeforeValidator(_meter),
-        Field(alias="meterNumber", examples=["45012345678", "A123456"]),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": METER_MAX_LENGTH}),
+        Field(
+            alias="meterNumber",
+            description="the meter's number; whitespace around it is ignored",
+            examples=["45012345678", "A123456"],
+        ),
     ]
     amount: MoneyIn
 
