@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import get_args
 
 from voltpay.domain.events import (
     BillCreated,
     CreditReversed,
+    EventType,
     Payload,
     PaymentCompleted,
     PaymentFailed,
@@ -16,17 +18,9 @@ from voltpay.domain.events import (
 from voltpay.domain.money import format_minor
 from voltpay.domain.sts import format_token
 
-# The event types that become an SMS; render_sms() has a text for each.
-SMS_EVENT_TYPES = frozenset(
-    {
-        "user_registered",
-        "wallet_funded",
-        "bill_created",
-        "payment_completed",
-        "payment_failed",
-        "credit_reversed",
-    }
-)
+# The event types that become an SMS (every one); render_sms() has a text
+# for each.
+SMS_EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
 
 # Where a prepaid token goes in a text. The token is kept in its bill only:
