@@ -24,6 +24,8 @@ POSTGRES_ONLY = {
     "pay_pg_vs_fastapi",
     "fairness_quiet_p50_ratio_pg",
     "fairness_quiet_p99_ratio_pg",
+    "pipeline_vs_pay_pg",
+    "sms_lag_after_pay_s_pg",
 }
 
 

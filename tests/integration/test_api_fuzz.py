@@ -31,6 +31,11 @@ UNREACHABLE = {
     "sandbox": {"GET /api/fundings/{fundingId}"},
     "gateway": {"POST /api/gateway/paystack/webhook"},
 }
+# Reached only by following a link from an answer (a funding's id from its
+# add-funds): within the suite's budget on a busy machine the fuzzer may not
+# get that far; ``make fuzz``'s budget must.
+LINKED_ONLY = {"gateway": {"GET /api/fundings/{fundingId}"}}
+LONG_RUN_SECONDS = 120
 
 
 @pytest.fixture
@@ -110,4 +115,7 @@ async def test_the_server_does_what_its_openapi_document_says(
         for path, methods in openapi_document(funding_mode)["paths"].items()
         for method in methods
     }
-    assert report.untested(operations) <= UNREACHABLE[funding_mode], report.statuses
+    unreachable = set(UNREACHABLE[funding_mode])
+    if pytestconfig.getoption("fuzz_seconds") < LONG_RUN_SECONDS:
+        unreachable |= LINKED_ONLY.get(funding_mode, set())
+    assert report.untested(operations) <= unreachable, report.statuses
