@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from voltpay.agents.pacing import Pacer
@@ -50,8 +50,6 @@ class OutboxRelay:
         batch_size: int = 10,
         max_backoff_seconds: float = 60.0,
         parallel_batches: int = 4,
-        room: Callable[[], Awaitable[int]] | None = None,
-        on_published: Callable[[int], None] | None = None,
         pacer: Pacer | None = None,
     ) -> None:
         self._publisher = publisher
@@ -64,9 +62,6 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._max_backoff = max_backoff_seconds
         self._parallel = parallel_batches
-        # How many more events the bus should take now (None: no limit).
-        self._room = room
-        self._on_published = on_published
         # Paces the relay's own passes (not the final flush) while events arrive.
         self._pacer = pacer
         self._resume: asyncio.TimerHandle | None = None
@@ -89,7 +84,7 @@ class OutboxRelay:
             self._batch_ready.set()
 
     def wake_now(self) -> None:
-        """Publish without waiting for a fuller batch (the bus has room again)."""
+        """Publish without waiting for a fuller batch (the pace allows one again)."""
         self._woken = max(self._woken, self._batch_size)
         self._wakeup.set()
         self._batch_ready.set()
@@ -150,10 +145,6 @@ class OutboxRelay:
         pacer = self._pacer if paced else None
         while True:
             limit = self._batch_size * self._parallel
-            if self._room is not None:
-                limit = min(limit, await self._room())
-                if limit <= 0:
-                    break  # the bus is full: the consumer wakes us as it drains
             if pacer is not None:
                 allowed = pacer.allowance(limit)
                 self._metrics.outbox_yielding.set(1 if pacer.yielding else 0)
@@ -214,8 +205,6 @@ class OutboxRelay:
     ) -> int:
         by_event = {outcome.event_id: outcome for outcome in outcomes}
         done = [row.id for row in rows if by_event.get(str(row.event_id), _LOST).ok]
-        if self._on_published is not None:
-            self._on_published(len(done))
         await outbox_store.mark_published(done, datetime.now(UTC))
         failures = [row for row in rows if not by_event.get(str(row.event_id), _LOST).ok]
         for row in failures:

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from voltpay.agents.audit import AuditAgent
@@ -64,7 +64,6 @@ class SqsPoller:
         visibility_timeout_seconds: int,
         delete_linger_seconds: float = 0.05,
         receive_linger_seconds: float = RECEIVE_LINGER_SECONDS,
-        on_deleted: Callable[[int], None] | None = None,
         pacer: Pacer | None = None,
     ) -> None:
         self._consumer = consumer
@@ -79,7 +78,6 @@ class SqsPoller:
         self._visibility = visibility_timeout_seconds
         self._linger = delete_linger_seconds
         self._receive_linger = receive_linger_seconds
-        self._on_deleted = on_deleted
         self._pacer = pacer
         self._in_flight: dict[str, tuple[ReceivedMessage, float]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
@@ -332,8 +330,6 @@ class SqsPoller:
             log.warning("deleting %d SQS messages failed: %s", len(batch), exc)
             return
         self._metrics.sqs_deleted.inc(len(batch) - len(failed))
-        if self._on_deleted is not None:
-            self._on_deleted(len(batch) - len(failed))
 
     async def _flush_deletes(self) -> None:
         self._start_delete()
