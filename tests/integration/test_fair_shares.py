@@ -52,3 +52,57 @@ async def test_a_token_past_its_share_is_refused_before_its_session_is_looked_up
         gate.set()
     assert [reply.status for reply in await asyncio.gather(*in_flight)] == [200] * share
     assert (await api.call("GET", "/api/bills", customer=flooder)).status == 200
+
+
+async def _raw_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, token: str
+) -> int:
+    """One GET on a kept-alive connection; its status (the body is read)."""
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: voltpay\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = next(
+        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
+    )
+    await reader.readexactly(length)
+    return int(lines[0].split()[1])
+
+
+@pytest.mark.parametrize("settings_overrides", [{"http": {"max_in_flight_per_user": 1}}])
+async def test_a_connection_refused_past_its_share_is_not_read_until_its_retry_after(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that ignores Retry-After gets one refusal per connection and
+    second, not one per round trip: its next request waits, unread."""
+    flooder = await api.customer()
+    held = token_digest(flooder.token)
+    gate, holding = asyncio.Event(), asyncio.Event()
+    real = user_store.session_user
+
+    async def slow_for_the_flooder(digest: str) -> User | None:
+        if digest == held and not holding.is_set():
+            holding.set()
+            await gate.wait()
+        return await real(digest)
+
+    monkeypatch.setattr(user_store, "session_user", slow_for_the_flooder)
+    port = int(api.base_url.rsplit(":", 1)[1])
+    in_flight = asyncio.create_task(api.call("GET", "/api/bills", customer=flooder))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        assert await _raw_get(reader, writer, "/api/bills", flooder.token) == 429
+        gate.set()
+        assert (await in_flight).status == 200
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        # The share is free again, but this connection is not read before
+        # its Retry-After (1 s) has passed.
+        assert await _raw_get(reader, writer, "/api/bills", flooder.token) == 200
+        assert loop.time() - sent >= 0.9
+    finally:
+        gate.set()
+        writer.close()

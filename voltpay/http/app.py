@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import logging
 import re
 import secrets
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import hdrs, web
 
@@ -30,6 +28,7 @@ from voltpay.http.context import (
 from voltpay.http.errors import problem_for
 from voltpay.http.problems import Problem, not_found, unauthorized
 from voltpay.http.schemas import IDEMPOTENCY_KEY_PATTERN
+from voltpay.http.shares import Shares, hold_refused_connection
 from voltpay.models import idempotency
 from voltpay.models import users as user_store
 from voltpay.models.users import OPERATOR
@@ -115,6 +114,7 @@ class Front:
                 if api:
                     # Answers carry bearer tokens, prepaid tokens and balances.
                     headers[_CACHE_CONTROL] = "no-store"
+                hold_refused_connection(request)
                 if readiness.draining:
                     # Stopping: the client opens its next connection elsewhere.
                     response.force_close()
@@ -200,49 +200,6 @@ def _problem_response(request: web.Request, error: Exception) -> web.StreamRespo
     return Problem(500, "internal_error", "something went wrong on our side").response()
 
 
-class Shares:
-    """Requests in flight per user (per client address before a session):
-    past a share, a request is refused at once (429) instead of queueing
-    behind its own sender's flood, ahead of everybody else.
-
-    A bearer token has a user's share too, taken before its session is
-    looked up: a flood's refused requests then cost no database round trip,
-    and hold no place in the pool that others' requests wait for."""
-
-    def __init__(self, *, per_user: int, per_client: int) -> None:
-        self._per_user = per_user
-        self._per_client = per_client
-        self._in_flight: Counter[str] = Counter()
-
-    def taken(self, request: web.Request) -> contextlib.AbstractContextManager[None]:
-        user = request.get(CURRENT_USER)
-        if user is not None:
-            return self._held(str(user.id), self._per_user)
-        return self._held("client " + client_address(request), self._per_client)
-
-    def taken_by_token(self, token_digest: str) -> contextlib.AbstractContextManager[None]:
-        return self._held("token " + token_digest, self._per_user)
-
-    @contextlib.contextmanager
-    def _held(self, key: str, limit: int) -> Iterator[None]:
-        if self._in_flight[key] >= limit:
-            raise Problem(
-                429,
-                "too_many_requests",
-                f"at most {limit} requests at once; wait for an answer before sending more",
-                headers={"Retry-After": "1"},
-            )
-        self._in_flight[key] += 1
-        try:
-            yield
-        finally:
-            left = self._in_flight[key] - 1
-            if left:
-                self._in_flight[key] = left
-            else:
-                del self._in_flight[key]
-
-
 SHARES = web.AppKey("shares", Shares)
 
 
@@ -252,15 +209,16 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
     shares = request.app[SHARES]
     if path in PUBLIC_API or path == "/api/agents":
-        with shares.taken(request):
+        async with shares.taken(request, "client " + client_address(request)):
             return await _idempotent(request, handler)
     digest = _bearer_digest(request)
-    with shares.taken_by_token(digest):
+    with shares.taken_by_token(request, digest):
         await _authenticate(request, digest)
-        if path.startswith(fundings.ADMIN_PREFIX) and request[CURRENT_USER].role != OPERATOR:
+        user = request[CURRENT_USER]
+        if path.startswith(fundings.ADMIN_PREFIX) and user.role != OPERATOR:
             # To anyone but an operator the operators' routes do not exist.
             raise not_found()
-        with shares.taken(request):
+        async with shares.taken(request, str(user.id)):
             return await _idempotent(request, handler)
 
 
@@ -375,7 +333,9 @@ def _app(services: Services, tables: list[web.RouteTableDef]) -> web.Application
     app[SERVICES] = services
     http = services.settings.http
     app[SHARES] = Shares(
-        per_user=http.max_in_flight_per_user, per_client=http.max_in_flight_per_client
+        per_user=http.max_in_flight_per_user,
+        per_client=http.max_in_flight_per_client,
+        running=http.max_running_per_user,
     )
     front = Front(services.metrics.http, services.readiness)
     for routes in tables:
