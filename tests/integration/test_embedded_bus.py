@@ -273,7 +273,17 @@ _DEPTH = textwrap.dedent(
         purged_delete = "deleted"
     except ClientError as error:
         purged_delete = error.response["Error"]["Code"]
+    # A FIFO queue's content-based de-duplication (read during a send) holds.
+    fifo = sqs.create_queue(QueueName="d.fifo", Attributes={
+        "FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for _ in range(2):
+        sqs.send_message(QueueUrl=fifo, MessageBody="same", MessageGroupId="g")
+    deduplicated = sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=[
+        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+    handle = first[0]["ReceiptHandle"]
     print(json.dumps({
+        "fifo_messages": deduplicated,
+        "handle": [len(handle), handle.isascii() and handle.isalpha() and handle.islower()],
         "purged": purged_delete,
         "counted_during_calls": during,
         "first": len(first), "second": len(second), "third": len(third),
@@ -315,3 +325,5 @@ def test_the_bus_answers_a_deep_queue_as_moto_would_without_scanning_it() -> Non
     assert figures["purged"] == "ReceiptHandleIsInvalid"
     assert figures["visible"] == str(1000 - 20)
     assert figures["not_visible"] == "0"
+    assert figures["fifo_messages"] == "1"
+    assert figures["handle"] == [185, True]

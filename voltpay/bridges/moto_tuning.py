@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import string
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -94,15 +95,19 @@ def answer_regardless_of_depth() -> None:
       message.
     * A send reads the queue's attributes for one flag, and moto builds them
       all, the three counts over the whole queue among them: a send builds
-      them without the counts (GetQueueAttributes still has them).
+      them without the counts (GetQueueAttributes still has them), and on a
+      standard queue, which has no such flag, builds none.
     * A delete looks for its receipt handle among the messages received and
       not yet deleted (those in flight), not all queued ones; a handle no
       message in flight has (an expired one, or a stranger's) takes moto's
       own way, which also answers it as moto would.
+    * A receipt handle (185 random letters) is drawn in one call, not one
+      call a letter.
     """
     _read_retention_alone()
     _count_only_when_asked()
     _delete_among_those_in_flight()
+    _receipt_handles_at_once()
 
 
 def _read_retention_alone() -> None:
@@ -125,6 +130,8 @@ def _read_retention_alone() -> None:
     Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
 
 
+_RECEIPT_HANDLE_LENGTH = 185
+
 _COUNTS = frozenset(
     {
         "ApproximateNumberOfMessages",
@@ -142,7 +149,12 @@ def _count_only_when_asked() -> None:
 
     def attributes(self: Queue) -> dict[str, Any]:
         """moto's own ``Queue.attributes``, without the counts during a send."""
-        skipped = _COUNTS if getattr(uncounted, "on", False) else frozenset()
+        sending = getattr(uncounted, "on", False)
+        if sending and not self.fifo_queue:
+            # A send reads only ContentBasedDeduplication, which only a FIFO
+            # queue has.
+            return {}
+        skipped = _COUNTS if sending else frozenset()
         names = [a for a in self.BASE_ATTRIBUTES if a not in skipped]
         if self.fifo_queue:
             names += self.FIFO_ATTRIBUTES
@@ -191,3 +203,15 @@ def _delete_among_those_in_flight() -> None:
         self.deleted_messages.update(found.all_receipt_handles)  # type: ignore[arg-type]
 
     Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+
+def _receipt_handles_at_once() -> None:
+    """moto's receipt handle (185 random lowercase letters, from moto's own
+    seeded random), drawn in one call rather than one call a letter."""
+    import moto.sqs.models
+    from moto.moto_api._internal import mock_random
+
+    def generate_receipt_handle() -> str:
+        return "".join(mock_random.choices(string.ascii_lowercase, k=_RECEIPT_HANDLE_LENGTH))
+
+    moto.sqs.models.generate_receipt_handle = generate_receipt_handle  # type: ignore[attr-defined]
