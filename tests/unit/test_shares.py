@@ -57,6 +57,18 @@ async def held(s: Shares, name: str) -> AsyncIterator[None]:
         yield
 
 
+async def four_beside_a_quiet_sender(s: Shares) -> tuple[Sender, asyncio.Event]:
+    """A quiet sender seen just now (still being served), then four requests
+    of a flooder; the flooder and its first request's finish."""
+    async with held(s, "quiet"):
+        pass
+    flood = Sender(s, "flooder")
+    first = flood.send()
+    for _ in range(3):
+        flood.send()
+    return flood, first
+
+
 async def test_alone_a_sender_runs_its_whole_share_at_once() -> None:
     flood = Sender(shares(Clock()), "flooder")
     for _ in range(8):
@@ -97,12 +109,7 @@ async def test_a_heavy_sender_s_next_turn_waits_while_a_light_sender_s_request_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s = shares(Clock(), running=1)
-    async with held(s, "quiet"):
-        pass  # seen just now: still being served
-    flood = Sender(s, "flooder")
-    first = flood.send()
-    for _ in range(3):
-        flood.send()
+    flood, first = await four_beside_a_quiet_sender(s)
     quiet = Sender(s, "quiet")
     await settle()
     quiet_done = quiet.send()
@@ -153,12 +160,7 @@ async def test_a_sender_seen_lately_counts_as_served_until_it_has_been_quiet_a_w
 
 async def test_a_request_cancelled_while_waiting_or_just_given_its_turn_leaves_no_place() -> None:
     s = shares(Clock(), running=1)
-    async with held(s, "quiet"):
-        pass  # seen just now: still being served
-    flood = Sender(s, "flooder")
-    first = flood.send()
-    for _ in range(3):
-        flood.send()
+    flood, first = await four_beside_a_quiet_sender(s)
     await settle()
     assert flood.running == [first]
     flood.tasks[1].cancel()  # while waiting
