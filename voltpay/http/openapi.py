@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from voltpay import __version__
+from voltpay.domain.bills import BillStatus
 from voltpay.http import schemas as s
 from voltpay.models.pagination import DEFAULT_PAGE, MAX_PAGE
 
@@ -455,7 +456,7 @@ _QUERY: dict[str, dict[str, Any]] = {
     "status": {
         "schema": {
             "type": "string",
-            "enum": ["pending", "processing", "paid", "expired", "failed"],
+            "enum": [status.value for status in BillStatus],
         },
         "description": "only bills in this status; absent: every bill. Any other value, "
         "the empty one too, answers 422 `invalid_status`.",
