@@ -96,13 +96,35 @@ async def test_while_another_is_served_a_sender_runs_its_turns_in_order() -> Non
     flood = Sender(s, "flooder")
     finishes = [flood.send() for _ in range(5)]
     await settle()
-    assert flood.running == finishes[:2]  # two run, three wait their turn
+    # The first two began while it had no more in flight than it may run;
+    # from the third it is heavy: the rest wait, and go one at a time.
+    assert flood.running == finishes[:2]
+    finishes[0].set()
+    await settle()
+    assert flood.running == finishes[:2]  # one of its own still runs
     finishes[1].set()
     await settle()
     assert flood.running == finishes[:3]  # the next in line, not any other
+    finishes[2].set()
+    await settle()
+    # Two left in flight: no more than it may run, so both run at once.
+    assert flood.running == finishes
     for finish in finishes:
         finish.set()
     await asyncio.gather(*flood.tasks)
+
+
+async def test_while_another_is_served_a_light_sender_runs_all_it_sends() -> None:
+    s = shares(Clock())
+    async with held(s, "quiet"):
+        pass
+    page_and_wallet = Sender(s, "client")
+    finishes = [page_and_wallet.send() for _ in range(2)]
+    await settle()
+    assert page_and_wallet.running == finishes
+    for finish in finishes:
+        finish.set()
+    await asyncio.gather(*page_and_wallet.tasks)
 
 
 async def test_a_heavy_sender_s_next_turn_waits_while_a_light_sender_s_request_runs(

@@ -78,8 +78,9 @@ class HttpSettings(BaseModel):
     # takes the mailboxes, the database pool or the CPU from the others.
     max_in_flight_per_user: int = Field(default=16, ge=1, le=100_000)
     max_in_flight_per_client: int = Field(default=32, ge=1, le=100_000)
-    # While other users are being served, one user's (or client address's)
-    # requests run this many at a time; the rest of its share waits its turn.
+    # While other users are being served, a user (or client address) with at
+    # most this many requests in flight runs them at once; one with more runs
+    # them one at a time, and the rest of its share waits its turn.
     max_running_per_user: int = Field(default=2, ge=1, le=100_000)
     # The proxies (CIDRs) whose X-Forwarded-For names the client address;
     # nobody else's is believed.

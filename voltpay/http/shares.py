@@ -5,14 +5,14 @@ flight are counted: past its share, a request is refused at once (429)
 instead of queueing behind its own sender's flood, ahead of everybody else.
 
 Within the share, while other senders are being served (a request in flight
-or ended within the last ``ACTIVE_SECONDS``), a sender's requests run
-``running`` at a time and the rest of its share waits its turn, in order.
-Such a sender, with more requests than it may run, is heavy; a heavy sender's
-next request also waits while a light sender's request runs (for at most
-``HOLD_SECONDS`` once none of its own is running). The event loop, the
+or ended within the last ``ACTIVE_SECONDS``), a sender with at most
+``running`` requests in flight (light) runs them all; one with more (heavy)
+runs them one at a time, and the rest of its share waits its turn, in order.
+A heavy sender's next request also waits while a light sender's request runs
+(for at most ``HOLD_SECONDS`` once none of its own is running). The event loop, the
 database pool and the agents' mailboxes serve whoever is running, first come
-first served, so a quiet user's request runs beside at most what a flooder
-had already begun. Alone, a sender runs its whole share at once.
+first served, so a quiet user's request runs beside at most the one request a
+flooder had already begun. Alone, a sender runs its whole share at once.
 
 A refused sender is also made to wait where it costs nothing: the
 connection that carried the refusal is not read again until its Retry-After
@@ -87,14 +87,19 @@ class Shares:
             raise self._refusal(request, state.share)
         state.in_flight += 1
         self._saw(sender)
+        counted = True
         try:
             light = await self._turn(sender, state)
             try:
                 yield
             finally:
+                # Uncounted first: the turns given next see what is left.
+                state.in_flight -= 1
+                counted = False
                 self._finish(sender, state, light)
         finally:
-            state.in_flight -= 1
+            if counted:
+                state.in_flight -= 1
             self._saw(sender)
             if state.in_flight == 0:
                 del self._senders[sender]
@@ -116,14 +121,16 @@ class Shares:
             else:
                 del self._tokens[digest]
 
-    def running_limit(self, sender: str, share: int) -> int:
+    def running_limit(self, sender: str, state: _Sender) -> int:
         """How many of ``sender``'s requests may run at once now."""
-        return share if not self._others_served(sender) else min(share, self._running)
+        if not self._others_served(sender):
+            return state.share
+        return min(state.share, self._running if state.in_flight <= self._running else 1)
 
     async def _turn(self, sender: str, state: _Sender) -> bool:
         """Wait for the request's turn; whether it runs as light."""
         if not state.waiting:
-            limit = self.running_limit(sender, state.share)
+            limit = self.running_limit(sender, state)
             light = state.in_flight <= limit
             if state.running < limit and (light or not self._others_light(state)):
                 self._start(state, light)
@@ -170,7 +177,7 @@ class Shares:
         """Start ``sender``'s waiting requests, in order, while its limit and
         the light senders' allow; one goes regardless once it has been held
         ``HOLD_SECONDS`` with nothing of its own running."""
-        limit = self.running_limit(sender, state.share)
+        limit = self.running_limit(sender, state)
         while state.waiting and state.running < limit:
             light = state.in_flight <= limit
             if not (light or held_long or not self._others_light(state)):
