@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from tests.client import PHONE, Api, eventually
+from tests.conftest import make_settings, running_daemon
 from tests.fakes.twilio_server import FakeTwilioServer
 from tests.integration.test_api_contract import assert_problem
+from voltpay.bridges.electricity import SimulatedProvider
 from voltpay.models.tables import AuditRecord, Notification, OutboxEvent, PhoneCode, User
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -169,3 +171,28 @@ async def test_the_username_is_in_no_sms(api: Api, twilio: FakeTwilioServer) -> 
     )
     assert all(lure not in str(m["body"]) for m in twilio.messages)
     assert all(lure not in n["body"] for n in await api.notifications())
+
+
+async def test_verification_required_with_no_sms_provider_is_warned_at_start(
+    database_url: str,
+    moto_server_url: str,
+    provider: SimulatedProvider,
+    twilio: FakeTwilioServer,
+    settings_overrides: dict[str, dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="voltpay.daemon.pipeline")
+
+    def warned() -> bool:
+        return any("no SMS provider" in r.getMessage() for r in caplog.records)
+
+    codes_go_nowhere = make_settings(database_url, moto_server_url, signup={"verify_phone": True})
+    async with running_daemon(codes_go_nowhere, provider=provider):
+        pass
+    assert warned()
+
+    caplog.clear()
+    with_twilio = make_settings(database_url, moto_server_url, **settings_overrides)
+    async with running_daemon(with_twilio, provider=provider):
+        pass
+    assert not warned()

@@ -243,9 +243,13 @@ async def open_pipeline(
         clients = await AwsClients.from_settings(aws, embedded=embedded)
         bridges.push_async_callback(clients.close)
         resources = await provision(clients, aws)
-        sender = AllowedDestinations(
-            sms_sender or build_sms_sender(settings.twilio), settings.sms.allowed_prefixes
-        )
+        chosen = sms_sender or build_sms_sender(settings.twilio)
+        if chosen.name == "log" and settings.signup.verify_phone:
+            log.warning(
+                "phone verification is required but no SMS provider is configured "
+                "(VOLTPAY_TWILIO__*): one-time codes reach no phone, so no phone can be verified"
+            )
+        sender = AllowedDestinations(chosen, settings.sms.allowed_prefixes)
         bridges.push_async_callback(sender.close)
         keyring = await event_keyring(settings.events)
     except BaseException:
