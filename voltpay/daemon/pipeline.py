@@ -23,7 +23,7 @@ from voltpay.agents.poller import SqsPoller
 from voltpay.bridges.aws import AwsClients
 from voltpay.bridges.embedded import BusAccess, EmbeddedBus
 from voltpay.bridges.provisioning import Provisioned, provision
-from voltpay.bridges.sms import AllowedDestinations, SmsSender, build_sms_sender
+from voltpay.bridges.sms import AllowedDestinations, LogSmsSender, SmsSender, build_sms_sender
 from voltpay.bridges.sns import SnsPublisher
 from voltpay.bridges.sqs import MAX_BATCH, SqsConsumer
 from voltpay.config import Settings
@@ -244,7 +244,7 @@ async def open_pipeline(
         bridges.push_async_callback(clients.close)
         resources = await provision(clients, aws)
         chosen = sms_sender or build_sms_sender(settings.twilio)
-        if chosen.name == "log" and settings.signup.verify_phone:
+        if isinstance(chosen, LogSmsSender) and settings.signup.verify_phone:
             log.warning(
                 "phone verification is required but no SMS provider is configured "
                 "(VOLTPAY_TWILIO__*): one-time codes reach no phone, so no phone can be verified"

@@ -209,7 +209,7 @@ async def _api(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
     shares = request.app[SHARES]
     if path in PUBLIC_API or path == "/api/agents":
-        async with shares.taken(request, "client " + client_address(request)):
+        async with shares.taken_by_client(request, client_address(request)):
             return await _idempotent(request, handler)
     digest = _bearer_digest(request)
     with shares.taken_by_token(request, digest):

@@ -75,34 +75,42 @@ class Shares:
         # Bearer tokens' requests in flight (a share without turns).
         self._tokens: Counter[str] = Counter()
 
+    def taken_by_client(
+        self, request: web.Request, address: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """A place in a client address's share, for a request without a session."""
+        return self.taken(request, "client " + address, share=self._per_client)
+
     @contextlib.asynccontextmanager
-    async def taken(self, request: web.Request, sender: str) -> AsyncIterator[None]:
-        """A place in ``sender``'s share for ``request`` (a user's id, or
-        ``client ADDRESS``), held while it runs, after waiting its turn."""
+    async def taken(
+        self, request: web.Request, sender: str, *, share: int | None = None
+    ) -> AsyncIterator[None]:
+        """A place in ``sender``'s share (a user's, unless ``share`` says
+        otherwise) for ``request``, held while it runs, after waiting its turn."""
         state = self._senders.get(sender)
         if state is None:
-            share = self._per_client if sender.startswith("client ") else self._per_user
-            state = self._senders[sender] = _Sender(share)
+            state = self._senders[sender] = _Sender(share or self._per_user)
         if state.in_flight >= state.share:
             raise self._refusal(request, state.share)
         state.in_flight += 1
         self._saw(sender)
-        counted = True
         try:
             light = await self._turn(sender, state)
-            try:
-                yield
-            finally:
-                # Uncounted first: the turns given next see what is left.
-                state.in_flight -= 1
-                counted = False
-                self._finish(sender, state, light)
+        except BaseException:
+            self._leave(sender, state)
+            raise
+        try:
+            yield
         finally:
-            if counted:
-                state.in_flight -= 1
-            self._saw(sender)
-            if state.in_flight == 0:
-                del self._senders[sender]
+            # Uncounted first: the turns given next see what is left.
+            self._leave(sender, state)
+            self._finish(sender, state, light)
+
+    def _leave(self, sender: str, state: _Sender) -> None:
+        state.in_flight -= 1
+        self._saw(sender)
+        if state.in_flight == 0:
+            del self._senders[sender]
 
     @contextlib.contextmanager
     def taken_by_token(self, request: web.Request, digest: str) -> Iterator[None]:
