@@ -120,4 +120,9 @@ async def test_the_server_does_what_its_openapi_document_says(
     unreachable = set(UNREACHABLE[funding_mode])
     if pytestconfig.getoption("fuzz_seconds") < LONG_RUN_SECONDS:
         unreachable |= LINKED_ONLY.get(funding_mode, set())
+        # An operation on one of the user's own objects is reached only by
+        # a link to its id; in 30 s the fuzzer follows some and not others
+        # from run to run (the wallet, its transactions). ``make fuzz``'s
+        # long run must reach them all.
+        unreachable |= {operation for operation in operations if "{" in operation}
     assert report.untested(operations) <= unreachable, report.statuses
