@@ -40,7 +40,7 @@ import orjson
 from aiohttp import web
 
 from bench.procs import use_uvloop
-from voltpay.models.database import DEFAULT_POOL_MAX_SIZE
+from voltpay.models.database import DEFAULT_POOL_MAX_SIZE, SQLITE_PRAGMAS
 from voltpay.models.postgres_engine import Pool, create_pool
 
 TOKEN = "12345678901234567890"
@@ -312,8 +312,8 @@ class SqlitePay:
 
 async def _sqlite_connection(path: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in ("journal_mode = WAL", "busy_timeout = 10000", "synchronous = NORMAL"):
-        await conn.execute(f"PRAGMA {pragma}")
+    for pragma, value in SQLITE_PRAGMAS.items():  # as voltpay's own connection
+        await conn.execute(f"PRAGMA {pragma} = {value}")
     return conn
 
 

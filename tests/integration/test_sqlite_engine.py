@@ -258,3 +258,31 @@ async def test_a_caller_that_gives_up_leaves_the_transaction_to_finish(client: C
     release.set()
     assert (await counting)[0] == 1
     assert await usernames(client) == ["slow"]
+
+
+async def test_the_log_is_checkpointed_in_short_steps(client: Client, tmp_path: Path) -> None:
+    """A checkpoint stalls every statement queued on the one connection, for a
+    time that grows with the pages it copies: the log is copied back every
+    ``wal_autocheckpoint`` (250) pages rather than SQLite's 1,000."""
+    wal = tmp_path / "voltpay.sqlite3-wal"
+
+    def write_pages(db: sqlite3.Connection) -> tuple[int, int]:
+        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        for n in range(20):
+            db.execute(
+                "INSERT INTO login_failures (username, failed_at) VALUES (?, ?)",
+                (f"{n}-" + "x" * (page_size - 100), "2026-01-01 00:00:00+00:00"),
+            )
+        return page_size, int(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    largest = 0
+    for _ in range(60):  # 1,200 pages and more, over 60 commits
+        page_size, autocheckpoint = await client.run_transaction(write_pages)
+        largest = max(largest, wal.stat().st_size)
+    assert autocheckpoint == 250
+    # The writes took the log past 250 pages...
+    assert largest > 250 * page_size
+    # ...and no further than one commit's pages (about 100: its rows and
+    # their index's) beyond: the commit that passes 250 copies them back, and
+    # the log starts over. At SQLite's 1,000 pages it would pass 1,000.
+    assert largest < 2 * 250 * (page_size + 24)

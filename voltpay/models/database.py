@@ -30,7 +30,20 @@ MIGRATION_POOL_SIZE = 2
 # the longest migration expected, and within systemd's TimeoutStartSec (90 s)
 # with the connect timeout added.
 MIGRATION_LOCK_WAIT_SECONDS = 60.0
-_SQLITE_PRAGMAS = {"journal_mode": "WAL", "busy_timeout": 10000, "synchronous": "NORMAL"}
+# SQLite copies its write-ahead log into the database (a checkpoint) inside
+# the commit that takes the log past ``wal_autocheckpoint`` pages, and every
+# statement queued on the one connection waits for it. A checkpoint costs a
+# sync (about 0.6 ms on the bench's VM) plus about 4 us a page: at SQLite's
+# 1,000 pages, a 5 ms stall every few seconds of load; at 250, a 1.5 ms stall
+# four times as often, for about the same work in all. A quiet request's
+# slowest moments are the stalls it lands behind (measured in
+# bench/results/2026-12-07-checkpoints.md).
+SQLITE_PRAGMAS: dict[str, str | int] = {
+    "journal_mode": "WAL",
+    "busy_timeout": 10000,
+    "synchronous": "NORMAL",
+    "wal_autocheckpoint": 250,
+}
 
 
 def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
@@ -38,7 +51,7 @@ def tortoise_config(url: str, *, pool_max_size: int) -> dict[str, Any]:
     credentials: dict[str, Any] = connection["credentials"]
     if urlsplit(url).scheme == "sqlite":
         connection["engine"] = SQLITE_ENGINE
-        for pragma, value in _SQLITE_PRAGMAS.items():
+        for pragma, value in SQLITE_PRAGMAS.items():
             credentials.setdefault(pragma, value)
     else:
         connection["engine"] = POSTGRES_ENGINE
