@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ ENDS_EVERY_SESSION = "/api/auth/logout-all"
 # The run's session tokens while they are live (schemathesis's own probes
 # send tokens of their own, and logout-all ends the live one).
 LIVE_SESSIONS: set[str] = set()
+# The second pass's budget, over the operations the first left unreached.
+SECOND_PASS_SECONDS = 10
 
 
 @dataclass
@@ -63,12 +66,15 @@ class Report:
     # Each operation's refusals by status and problem code, as "422 invalid_cursor".
     refusals: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     stop_reason: str = ""
+    # The operations the first pass left to the second.
+    second_pass: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"seed {self.seed}: {self.requests} requests, {self.cases} cases in "
             f"{self.seconds:.0f} s ({self.stop_reason}); {len(self.failures)} failures, "
             f"{len(self.errors)} errors"
+            + (f"; second pass: {', '.join(self.second_pass)}" if self.second_pass else "")
         )
 
     def untested(self, operations: set[str]) -> set[str]:
@@ -154,9 +160,14 @@ def keyed_by_request(case: schemathesis.Case) -> schemathesis.Case:
     return case
 
 
-def config(*, seed: int, seconds: int, max_examples: int) -> schemathesis.Config:
+def config(
+    *, seed: int, seconds: int, max_examples: int, stateful: bool = True
+) -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
+            # The stateful phase follows links between operations, which a
+            # pass over some of them leaves out.
+            "phases": {"stateful": {"enabled": stateful}},
             "seed": seed,
             "max-time": seconds,
             "workers": 1,
@@ -180,20 +191,68 @@ def fuzz(
     seed: int,
     seconds: int,
     max_examples: int = 100,
+    own_ids: Mapping[str, str] | None = None,
+    unreachable: Collection[str] = (),
 ) -> Report:
-    """Every check, every phase, against the document the daemon serves."""
+    """Every check, every phase, against the document the daemon serves.
+
+    Then a second pass, of at most ``SECOND_PASS_SECONDS``, over the
+    operations the first left unreached (a slow machine's short budget ends
+    before it gets to some), with the same checks but the stateful phase. An
+    operation on one of the user's own objects is reached only with that
+    object's id, which the first pass finds by following links from other
+    answers, in some runs and not others: in the second, each schema-valid
+    request's ids are the user's own, from ``own_ids`` (path parameter name →
+    id). An operation with an id not in ``own_ids`` is left out of it, and
+    so are those ``unreachable`` names (refused whatever the fuzzer sends)."""
     schema = schemathesis.openapi.from_url(
         f"{base_url}/openapi.json",
         config=config(seed=seed, seconds=seconds, max_examples=max_examples),
     )
+    report = Report(seed=seed)
+    started = time.monotonic()
+    _run(schema, report, base_url, username, password, own_ids={})
+    labels = {
+        f"{method.upper()} {path}"
+        for path, methods in schema.raw_schema["paths"].items()
+        for method in methods
+    }
+    missed = {
+        label
+        for label in report.untested(labels) - set(unreachable)
+        if set(re.findall(r"{(\w+)}", label)) <= set(own_ids or ())
+    }
+    if missed:
+        again = schemathesis.openapi.from_url(
+            f"{base_url}/openapi.json",
+            config=config(
+                seed=seed,
+                seconds=SECOND_PASS_SECONDS,
+                max_examples=max_examples,
+                stateful=False,
+            ),
+        ).include(name=sorted(missed))
+        _run(again, report, base_url, username, password, own_ids=own_ids or {})
+        report.second_pass = sorted(missed)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _run(
+    schema: Any,
+    report: Report,
+    base_url: str,
+    username: str,
+    password: str,
+    *,
+    own_ids: Mapping[str, str],
+) -> None:
     schema.auth(refresh_interval=None)(_sessions(base_url, username, password))
 
     @schema.hook
     def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
-        return keyed_by_request(case)
+        return keyed_by_request(with_own_ids(case, own_ids))
 
-    report = Report(seed=seed)
-    started = time.monotonic()
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             _record(report, event.recorder)
@@ -202,9 +261,23 @@ def fuzz(
         elif isinstance(event, events.FatalError):
             report.errors.append(f"fatal: {event.exception!r}")
         elif isinstance(event, events.EngineFinished):
-            report.stop_reason = str(event.stop_reason)
-    report.seconds = time.monotonic() - started
-    return report
+            reason = str(event.stop_reason)
+            before = report.stop_reason
+            report.stop_reason = f"{before}, then {reason}" if before else reason
+
+
+def with_own_ids(case: schemathesis.Case, own_ids: Mapping[str, str]) -> schemathesis.Case:
+    """A schema-valid request's path ids set to the user's own; a request
+    made invalid on purpose keeps what it was given, for its 4xx."""
+    meta = case.meta
+    if not own_ids or not case.path_parameters or meta is None:
+        return case
+    if not meta.generation.mode.is_positive:
+        return case
+    case.path_parameters = {
+        name: own_ids.get(name, value) for name, value in case.path_parameters.items()
+    }
+    return case
 
 
 def _code(response: Any) -> str:
