@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import signal
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -273,6 +274,28 @@ async def test_three_daemons_start_at_once_on_an_empty_database(
     assert subscription["RawMessageDelivery"] == "true"
     for daemon in started:
         assert "duplicate subscription" not in daemon.stderr()
+
+
+async def test_three_daemons_start_at_once_on_a_new_sqlite_file(
+    daemons: Daemons, http: aiohttp.ClientSession, separate_aws_url: str, tmp_path: Path
+) -> None:
+    """Daemons of one machine sharing a SQLite file (and an outside bus):
+    SQLite's locks serialize statements, not a migration's check and apply,
+    and started at once all but one exited 1 on "already exists"."""
+    path = tmp_path / "shared" / "voltpay.sqlite3"
+    env = {"VOLTPAY_DATABASE__URL": f"sqlite://{path}", **external_aws_env(separate_aws_url)}
+    started = start_several(daemons, DAEMONS, env)
+    await wait_all_ready(http, started)
+
+    with sqlite3.connect(path) as db:
+        applied = db.execute(
+            "SELECT name, count(*) FROM tortoise_migrations GROUP BY name"
+        ).fetchall()
+    assert {name for name, _ in applied} == MIGRATIONS
+    assert all(times == 1 for _, times in applied), applied
+    api = await Api(http, started[1].base_url).register_and_login()
+    await api.add_funds("10.00")
+    assert await Api(http, started[2].base_url, api.me).balance() == "10.00"
 
 
 async def test_bootstraps_at_once_agree_with_the_running_daemons(

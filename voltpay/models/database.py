@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +34,10 @@ MIGRATION_POOL_SIZE = 2
 # the longest migration expected, and within systemd's TimeoutStartSec (90 s)
 # with the connect timeout added.
 MIGRATION_LOCK_WAIT_SECONDS = 60.0
+# SQLite's migration lock: the file beside the database, and how often a
+# waiting process tries it again.
+MIGRATING_SUFFIX = ".migrating"
+SQLITE_LOCK_POLL_SECONDS = 0.05
 # SQLite copies its write-ahead log into the database (a checkpoint) inside
 # the commit that takes the log past ``wal_autocheckpoint`` pages, and every
 # statement queued on the one connection waits for it. A checkpoint costs a
@@ -154,20 +162,56 @@ async def _migration_lock(
         await connection.close(timeout=CONNECT_TIMEOUT_SECONDS)
 
 
+@contextlib.asynccontextmanager
+async def _sqlite_migration_lock(path: Path, *, wait_seconds: float) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on ``<database>.migrating``, beside it.
+
+    The kernel frees it when its holder closes it or dies, so a crash leaves
+    nothing to clear; the empty file stays. A holder alive but stuck is
+    waited for ``wait_seconds``, then start-up fails with one line.
+    """
+    lock_path = path.with_name(path.name + MIGRATING_SUFFIX)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise DatabaseUnusable(f"SQLite database {path}: {exc}") from None
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseUnusable(
+                        f"SQLite database {path}: another process has been migrating it "
+                        f"for more than {wait_seconds:g} s"
+                    ) from None
+                await asyncio.sleep(SQLITE_LOCK_POLL_SECONDS)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 async def apply_migrations(
     url: str, *, lock_wait_seconds: float = MIGRATION_LOCK_WAIT_SECONDS
 ) -> None:
     """Apply every versioned migration not yet applied (idempotent).
 
-    On PostgreSQL, one process at a time: daemons sharing the database take
-    turns under an advisory lock. SQLite serves one machine, and its own
-    file lock serializes the writers.
+    One process at a time: daemons sharing the database take turns, under an
+    advisory lock on PostgreSQL and a lock on a file beside the database on
+    SQLite. SQLite's own locks serialize each statement, not the check of what
+    is applied and the applying: processes started at once on a new file all
+    found nothing applied, and all but one failed on "already exists".
     """
     await asyncio.to_thread(_ensure_sqlite_folder, url)  # may wait on a lock
     config = tortoise_config(url, pool_max_size=MIGRATION_POOL_SIZE)
     credentials = config["connections"]["default"]["credentials"]
     lock: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-    if "maxsize" in credentials:  # PostgreSQL
+    path = sqlite_path(url)
+    if path is not None:
+        lock = _sqlite_migration_lock(path, wait_seconds=lock_wait_seconds)
+    elif "maxsize" in credentials:  # PostgreSQL
         # A pool of its own size, whatever the URL asks for the daemon's.
         credentials.update(minsize=1, maxsize=MIGRATION_POOL_SIZE)
         lock = _migration_lock(credentials, wait_seconds=lock_wait_seconds)
