@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pipeline-events",
         type=int,
-        help="payments per pipeline round on the embedded endpoint (default 500)",
+        help="payments per pipeline round on the embedded endpoint (default 2000)",
     )
     parser.add_argument("--pipeline-rounds", type=int, help="pipeline rounds (default 3)")
     parser.add_argument(
